@@ -1,0 +1,3 @@
+from opcli.cli import main
+
+main()

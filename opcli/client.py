@@ -1,0 +1,264 @@
+"""HTTP calls in both directions: the site's ``message_sent`` to the panel, the panel's webhooks.
+
+A call is first described as an ``Outgoing`` (what ``--dry-run`` and ``-v`` show), then sent
+with an ``httpx.Client`` the caller owns. Network trouble becomes ``UnreachableError``; what
+the other side answered is returned as a ``Reply`` for the caller to judge.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from opcli.config import Site
+from opcli.errors import UnreachableError, UsageError
+from opcli.protocol import (
+    ACTION_MESSAGE_SENT,
+    Photo,
+    encode_attaches,
+    envelope_failed,
+    envelope_message,
+    mask_token,
+)
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Outgoing:
+    """One request as opcli will send it; the token is the first field."""
+
+    url: str
+    fields: list[tuple[str, str]]
+    file: Path | None = None
+    file_field: str = "attach"
+    multipart: bool = True
+
+    @property
+    def file_type(self) -> str:
+        if self.file is None:
+            return ""
+        return mimetypes.guess_type(self.file.name)[0] or "application/octet-stream"
+
+    def shown_fields(self) -> list[tuple[str, str]]:
+        """The fields with the token masked."""
+        return [(k, mask_token(v) if k == "token" else v) for k, v in self.fields]
+
+    def describe(self) -> dict[str, Any]:
+        """What ``--dry-run --json`` prints: URL, encoding, fields (token masked), the file."""
+        file = None
+        if self.file is not None:
+            file = {"field": self.file_field, "path": str(self.file), "size": self.file.stat().st_size,
+                    "content_type": self.file_type}
+        return {"method": "POST", "url": self.url,
+                "encoding": "multipart/form-data" if self.multipart else "application/x-www-form-urlencoded",
+                "fields": [[k, v] for k, v in self.shown_fields()], "file": file}
+
+    def curl(self) -> str:
+        """The same request as a ``curl`` command line, the token read from ``$OPCLI_TOKEN``."""
+        flag = "--form-string" if self.multipart else "--data-urlencode"
+        parts = ["curl", "-sS", "-X", "POST", shlex.quote(self.url)]
+        for name, value in self.fields:
+            if name == "token":
+                parts += [flag, '"token=$OPCLI_TOKEN"']
+            else:
+                parts += [flag, shlex.quote(f"{name}={value}")]
+        if self.file is not None:
+            parts += ["-F", shlex.quote(f"{self.file_field}=@{self.file};type={self.file_type}")]
+        return " ".join(parts)
+
+    def build(self, client: httpx.Client | httpx.AsyncClient, stack: Any) -> httpx.Request:
+        """An httpx request; the file is opened on ``stack`` (an ExitStack) and streamed."""
+        if not self.multipart:
+            return client.build_request(
+                "POST", self.url, content=urlencode(self.fields).encode(),
+                headers={"Content-Type": "application/x-www-form-urlencoded"})
+        # every field as a file tuple: httpx would send data= alone as urlencoded
+        files: list[tuple[str, Any]] = [(k, (None, v)) for k, v in self.fields]
+        if self.file is not None:
+            handle = stack.enter_context(open(self.file, "rb"))  # noqa: SIM115 - closed by stack
+            files.append((self.file_field, (self.file.name, handle, self.file_type)))
+        return client.build_request("POST", self.url, files=files)
+
+
+@dataclass
+class Reply:
+    """What the other side answered."""
+
+    url: str
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    ms: float
+    data: Any = None
+    is_json: bool = False
+    location: str | None = field(default=None)
+
+    @property
+    def ok(self) -> bool:
+        """2xx and no envelope ``"status": 0``/``false``."""
+        return 200 <= self.status < 300 and not envelope_failed(self.data)
+
+    def describe_body(self) -> str:
+        """A short description of a body that is not JSON: empty, HTML (its title), or text."""
+        text = self.body.decode("utf-8", "replace").strip()
+        if not text:
+            return "an empty reply"
+        first = text.splitlines()[0].strip()[:120]
+        lowered = text[:2000].lower()
+        if lowered.startswith("<!doctype html") or "<html" in lowered or "text/html" in self.headers.get(
+                "content-type", ""):
+            title = ""
+            if "<title>" in lowered:
+                start = lowered.index("<title>") + 7
+                title = text[start:lowered.find("</title>", start)].strip()[:120]
+            return f"an HTML page ({title or first!r})" if title else f"an HTML page ({first!r})"
+        return f"not JSON ({first!r})"
+
+    def failure(self) -> str | None:
+        """Why this reply counts as a failure, or None."""
+        if self.ok:
+            return None
+        reason = f"HTTP {self.status}"
+        if 300 <= self.status < 400:
+            return f"{reason}: redirect to {self.location or '?'} (redirects are not followed)"
+        if envelope_failed(self.data):
+            return f"{reason}, status 0: {envelope_message(self.data) or '(no message)'}"
+        message = envelope_message(self.data)
+        if message:
+            return f"{reason}: {message}"
+        return f"{reason}: {self.describe_body()}" if not self.is_json else reason
+
+
+def message_sent(site: Site, user: int, bot: int, message: str = "",
+                 photos: Sequence[Photo] = (), attach: Path | None = None) -> Outgoing:
+    """The site's ``message_sent`` call to the panel (always multipart/form-data)."""
+    fields = [("token", site.token), ("action", ACTION_MESSAGE_SENT), ("user_id", str(user)),
+              ("contact_id", str(bot)), ("message", message)]
+    fields += encode_attaches(photos, site.attaches_encoding)
+    return Outgoing(site.url("message_sent"), fields, file=attach, multipart=True)
+
+
+def webhook(site: Site, kind: str, fields: Sequence[tuple[str, str]], attach: Path | None = None,
+            token: str | None = None, multipart: bool | None = None, omit_token: bool = False) -> Outgoing:
+    """A panel -> site webhook call, encoded as the deployed panel does (urlencoded unless a file).
+
+    ``token`` replaces the site's token and ``omit_token`` leaves the field out (for ``check``).
+    """
+    if multipart is None:
+        multipart = attach is not None or site.webhook_encoding == "multipart"
+    head = [] if omit_token else [("token", site.token if token is None else token)]
+    return Outgoing(site.url(kind), [*head, *fields], file=attach, multipart=multipart)
+
+
+def check_file(path: Path | None) -> Path | None:
+    """Refuse a missing or unreadable file before anything is sent."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot read file {path}: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise UsageError(f"cannot send {path}: it is a directory")
+    return path
+
+
+def make_client(site: Site, timeout: float | None = None) -> httpx.Client:
+    """An httpx client for a site: its TLS setting, its timeout, no redirects followed."""
+    return httpx.Client(verify=site.verify, timeout=timeout or site.timeout, follow_redirects=False)
+
+
+def unreachable(url: str, exc: Exception, timeout: float | None = None) -> UnreachableError:
+    """Turn an httpx transport error into the one-line error of exit code 3."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        cause = f"no answer within {timeout:g}s (timeout)" if timeout else "timed out"
+    elif isinstance(exc, httpx.ConnectError):
+        lowered = text.lower()
+        if "refused" in lowered:
+            cause = "connection refused"
+        elif "name or service" in lowered or "nodename" in lowered or "getaddrinfo" in lowered:
+            cause = f"host not found ({text})"
+        elif "ssl" in lowered or "certificate" in lowered:
+            cause = f"TLS error ({text})"
+        else:
+            cause = text
+    elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        cause = f"connection dropped ({text})"
+    else:
+        cause = text
+    return UnreachableError(f"cannot reach {url}: {cause}")
+
+
+def to_reply(out: Outgoing, response: httpx.Response, started: float) -> Reply:
+    """A Reply from a fully read httpx response."""
+    body = response.content
+    data, is_json = None, False
+    if body.strip():
+        try:
+            data, is_json = json.loads(body), True
+        except ValueError:
+            pass
+    return Reply(url=out.url, status=response.status_code, headers=dict(response.headers), body=body,
+                 ms=(time.perf_counter() - started) * 1000, data=data, is_json=is_json,
+                 location=response.headers.get("location"))
+
+
+def send(client: httpx.Client, out: Outgoing, log: Log | None = None) -> Reply:
+    """Send one request and read its reply; network trouble raises UnreachableError."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        request = out.build(client, stack)
+        if log:
+            log_request(log, out, request)
+        started = time.perf_counter()
+        try:
+            response = client.send(request)
+        except httpx.TransportError as exc:
+            raise unreachable(out.url, exc, _read_timeout(client)) from None
+    reply = to_reply(out, response, started)
+    if log:
+        log_reply(log, reply)
+    return reply
+
+
+def _read_timeout(client: httpx.Client | httpx.AsyncClient) -> float | None:
+    return client.timeout.read
+
+
+def log_request(log: Log, out: Outgoing, request: httpx.Request) -> None:
+    """What ``-v`` shows of a request: headers and fields, token masked, file contents elided."""
+    log(f"> POST {out.url}")
+    for name, value in request.headers.items():
+        log(f"> {name}: {value}")
+    log(">")
+    for name, value in out.shown_fields():
+        log(f">   {name}={value}")
+    if out.file is not None:
+        log(f">   {out.file_field}=@{out.file.name} ({out.file.stat().st_size} bytes, {out.file_type}, "
+            "contents not shown)")
+
+
+def log_reply(log: Log, reply: Reply) -> None:
+    """What ``-v`` shows of a reply: status, headers, body."""
+    log(f"< HTTP {reply.status} ({reply.ms:.0f} ms)")
+    for name, value in reply.headers.items():
+        log(f"< {name}: {value}")
+    log("<")
+    text = reply.body.decode("utf-8", "replace")
+    if len(text) > 4000:
+        text = text[:4000] + f"... ({len(reply.body)} bytes in all)"
+    for line in text.splitlines() or [""]:
+        log(f"< {line}")

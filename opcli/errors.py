@@ -1,0 +1,47 @@
+"""The exception tree of opcli and the exit code each one means.
+
+    OpcliError              exit 1   anything opcli reports as a one-line error
+    +-- ConfigError         exit 2   bad config file, unset variable, unknown site
+    +-- UsageError          exit 2   bad input given on the command line
+    +-- RemoteError         exit 1   the other side answered, but with a failure
+    +-- UnreachableError    exit 3   the other side could not be reached at all
+
+Core functions raise these; only ``opcli.cli`` turns them into ``opcli: error: ...`` and an
+exit code. Messages never contain a token.
+"""
+
+from __future__ import annotations
+
+
+class OpcliError(Exception):
+    """Base of every error opcli reports without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(OpcliError):
+    """The config could not be used; ``problems`` holds every ``FILE:LINE:COL: problem`` line."""
+
+    exit_code = 2
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class UsageError(OpcliError):
+    """The command line asked for something impossible (missing file, nothing to send...)."""
+
+    exit_code = 2
+
+
+class RemoteError(OpcliError):
+    """The other side answered with a failure: non-2xx, an envelope status 0, a broken contract."""
+
+    exit_code = 1
+
+
+class UnreachableError(OpcliError):
+    """The other side could not be reached: refused, DNS, TLS, timeout, dropped connection."""
+
+    exit_code = 3

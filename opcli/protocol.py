@@ -1,0 +1,278 @@
+"""The Operator API itself: field names, attaches encodings, envelopes and the reply contract.
+
+Everything that knows what the protocol looks like lives here, so that the client, the listener,
+``check`` and the config's canned replies agree on one contract (see shared/operator-api.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Union
+
+from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, ValidationError
+
+ACTION_MESSAGE_SENT = "message_sent"
+#: The four calls of the protocol, by the name the config and the journal use.
+KINDS = ("message_sent", "send_message", "user_info", "user_media")
+#: The fields each call must carry as integers (the token is checked separately).
+ID_FIELDS = {
+    "message_sent": ("user_id", "contact_id"),
+    "send_message": ("user_id", "contact_id"),
+    "user_info": ("user_id",),
+    "user_media": ("user_id",),
+}
+
+_BRACKET = re.compile(r"^attaches\[(\d+)\]\[(file_url|big)\]$")
+
+
+def mask_token(token: str | None) -> str:
+    """Show a token the way every opcli output does: ``abcd…wxyz`` (12+ chars) or ``***``."""
+    if not token:
+        return "***"
+    return f"{token[:4]}…{token[-4:]}" if len(token) >= 12 else "***"
+
+
+# --- attaches ------------------------------------------------------------------------------
+
+
+def encode_attaches(photos: Iterable[Photo], encoding: str = "brackets") -> list[tuple[str, str]]:
+    """Form fields for ``attaches``: PHP bracket notation (default) or one JSON field."""
+    photos = list(photos)
+    if not photos:
+        return []
+    if encoding == "json":
+        return [("attaches", json.dumps([p.model_dump() for p in photos], ensure_ascii=False))]
+    fields: list[tuple[str, str]] = []
+    for k, photo in enumerate(photos):
+        fields.append((f"attaches[{k}][file_url]", photo.file_url))
+        fields.append((f"attaches[{k}][big]", photo.big))
+    return fields
+
+
+def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Split received form fields into photo objects and the other fields.
+
+    Accepts bracket notation and a JSON ``attaches`` field; raises ValueError on a JSON field
+    that is not a list of objects.
+    """
+    photos: dict[int, dict] = {}
+    from_json: list[dict] = []
+    rest: list[tuple[str, str]] = []
+    for name, value in fields:
+        m = _BRACKET.match(name)
+        if m:
+            photos.setdefault(int(m.group(1)), {})[m.group(2)] = value
+        elif name == "attaches":
+            try:
+                items = json.loads(value) if value.strip() else []
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"attaches is not valid JSON: {exc.msg}") from None
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise ValueError("attaches must be a JSON array of photo objects")
+            from_json.extend(items)
+        else:
+            rest.append((name, value))
+    return [photos[k] for k in sorted(photos)] + from_json, rest
+
+
+# --- envelopes -----------------------------------------------------------------------------
+
+
+def envelope_failed(body: Any) -> bool:
+    """True when a reply is the panel's envelope saying ``"status": 0`` or ``false``."""
+    return isinstance(body, dict) and "status" in body and body["status"] in (0, False, "0")
+
+
+def envelope_message(body: Any) -> str:
+    """The ``message`` of an envelope, or ``""``."""
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    return ""
+
+
+def unwrap(body: Any) -> tuple[Any, bool]:
+    """``(inner, True)`` for ``{"status": 1, "data": {...}}``, else ``(body, False)``."""
+    if (
+        isinstance(body, dict)
+        and "status" in body
+        and isinstance(body.get("data"), dict)
+        and not envelope_failed(body)
+    ):
+        return body["data"], True
+    return body, False
+
+
+# --- the reply contract --------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class Photo(_Strict):
+    """A photo of a ``message_sent`` call: the original and its thumbnail."""
+
+    file_url: StrictStr
+    big: StrictStr
+
+
+class CustomAttr(_Strict):
+    name: StrictStr
+    value: Union[StrictStr, StrictInt, StrictFloat]  # noqa: UP007 (pydantic on 3.10)
+
+
+class UserInfo(_Strict):
+    """The reply of the user-info webhook."""
+
+    id: StrictInt
+    name: StrictStr
+    gender: StrictStr
+    avatar: StrictStr
+    balance: StrictStr
+    location: StrictStr
+    about: StrictStr
+    custom: list[CustomAttr]
+
+
+class MediaItem(_Strict):
+    url: StrictStr
+    big: StrictStr | None = None
+
+
+class MediaReply(_Strict):
+    """The reply of the user-media webhook."""
+
+    media: list[MediaItem]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One result of a contract check: ``level`` is ``violation``, ``warning`` or ``notice``."""
+
+    level: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "string_type": "a string",
+    "float_type": "a number",
+    "list_type": "a list",
+    "model_type": "an object",
+    "dict_type": "an object",
+    "model_attributes_type": "an object",
+}
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {json.dumps(value)}"
+    if isinstance(value, int | float):
+        return f"number {value!r}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"string {json.dumps(shown, ensure_ascii=False)}"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "int", "float") or "[" in str(part):
+            continue  # union member names pydantic adds to the location
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _violations(model: type[BaseModel], obj: Any) -> tuple[BaseModel | None, list[Finding]]:
+    try:
+        return model.model_validate(obj), []
+    except ValidationError as exc:
+        found: dict[str, Finding] = {}
+        for err in exc.errors(include_url=False):
+            field = _loc(err["loc"])
+            if err["type"] == "missing":
+                msg = "missing (required)"
+            else:
+                want = _EXPECTED.get(err["type"], err["msg"])
+                if field.endswith(".value"):
+                    want = "a string or a number"
+                msg = f"expected {want}, found {_json_kind(err['input'])}"
+            found.setdefault(field, Finding("violation", field, msg))
+        return None, list(found.values())
+
+
+def _extras(obj: Any, known: Iterable[str], prefix: str = "") -> list[Finding]:
+    if not isinstance(obj, dict):
+        return []
+    return [
+        Finding("warning", f"{prefix}{k}", "unknown field (the panel ignores it)")
+        for k in obj
+        if k not in known
+    ]
+
+
+def _is_url(value: str) -> bool:
+    return bool(re.match(r"^https?://[^\s/]+", value))
+
+
+def check_reply(kind: str, body: Any, requested_id: int | None = None) -> tuple[Any, list[Finding]]:
+    """Check a webhook reply against the contract; returns the unwrapped object and findings.
+
+    ``kind`` is ``user_info`` or ``user_media``. Violations make the reply unusable by the
+    panel; warnings are worth fixing; a notice says the reply came in an envelope.
+    """
+    findings: list[Finding] = []
+    if envelope_failed(body):
+        msg = envelope_message(body) or "(no message)"
+        return body, [Finding("violation", "status", f"the site answered status 0: {msg}")]
+    body, wrapped = unwrap(body)
+    if wrapped:
+        findings.append(Finding("notice", "", 'reply was wrapped in an envelope {"status", "data"}'))
+    if not isinstance(body, dict):
+        return body, [*findings, Finding("violation", "", f"expected a JSON object, found {_json_kind(body)}")]
+    if kind == "user_info":
+        model, bad = _violations(UserInfo, body)
+        findings += bad
+        findings += _extras(body, UserInfo.model_fields)
+        for i, attr in enumerate(body.get("custom") or [] if isinstance(body.get("custom"), list) else []):
+            findings += _extras(attr, CustomAttr.model_fields, f"custom[{i}].")
+        ident = body.get("id")
+        if requested_id is not None and isinstance(ident, int) and not isinstance(ident, bool) \
+                and ident != requested_id:
+            findings.append(Finding("violation", "id", f"expected {requested_id} (the requested user_id), found {ident}"))
+        avatar = body.get("avatar")
+        if isinstance(avatar, str) and avatar and not _is_url(avatar):
+            findings.append(Finding("violation", "avatar", f"expected a URL or \"\", found {_json_kind(avatar)}"))
+    elif kind == "user_media":
+        model, bad = _violations(MediaReply, body)
+        findings += bad
+        findings += _extras(body, MediaReply.model_fields)
+        items = body.get("media") if isinstance(body.get("media"), list) else []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                continue
+            findings += _extras(item, MediaItem.model_fields, f"media[{i}].")
+            if "big" not in item:
+                findings.append(Finding("warning", f"media[{i}].big", "missing (the panel shows the original as thumbnail)"))
+            for key in ("url", "big"):
+                value = item.get(key)
+                if isinstance(value, str) and not _is_url(value):
+                    findings.append(Finding("violation", f"media[{i}].{key}", f"expected a URL, found {_json_kind(value)}"))
+    else:  # pragma: no cover - programming error
+        raise ValueError(kind)
+    return body, findings

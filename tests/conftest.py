@@ -1,0 +1,208 @@
+"""Shared fixtures: an isolated environment, the CLI runner, and real servers on loopback."""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import http.server
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from opcli.cli import app
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keep every test away from the real user config dir, the environment and the cwd."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("NO_COLOR", "1")
+    for var in ("OPCLI_CONFIG", "OPCLI_SITE", "OPCLI_TOKEN", "OPCLI_DEBUG"):
+        monkeypatch.delenv(var, raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+@pytest.fixture
+def cli() -> Callable[..., Any]:
+    """Run opcli in-process; the result has separate ``stdout`` and ``stderr``."""
+    runner = CliRunner()
+
+    def run(*args: str, input: str | bytes | None = None) -> Any:
+        return runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
+
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(path: Path, panel_url: str = "http://127.0.0.1:9/operator-api", hooks: str | None = None,
+                 extra_site: str = "", listen: str = "", token: str = "secret-token-123456") -> Path:
+    """A one-site config file pointing at a test server."""
+    hooks = hooks or panel_url.rsplit("/", 1)[0] + "/hooks"
+    path.write_text(f"""\
+default_site: test
+sites:
+  test:
+    panel_url: {panel_url}
+    token: {token}
+    webhooks:
+      send_message: {hooks}/send-message
+      user_info: {hooks}/user-info
+      user_media: {hooks}/user-media
+    timeout: 5
+{extra_site}{listen}""", encoding="utf-8")
+    return path
+
+
+# --- an independent HTTP server: the standard library parses what arrives -----------------
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    fields: list[tuple[str, str]] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    def field(self, name: str) -> str | None:
+        return next((v for k, v in self.fields if k == name), None)
+
+
+def parse_multipart(content_type: str, body: bytes) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
+    """Parse multipart/form-data with the standard library's email parser."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    assert message.is_multipart(), "body is not multipart"
+    fields, files = [], []
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        filename = part.get_filename()
+        if filename is None:
+            fields.append((name, payload.decode("utf-8")))
+        else:
+            files.append({"field": name, "filename": filename, "content": payload,
+                          "content_type": part.get_content_type()})
+    return fields, files
+
+
+class StdlibServer:
+    """A ThreadingHTTPServer on a free loopback port; ``respond`` decides each answer."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.respond: Callable[[Received], tuple[int, dict[str, str], bytes]] = \
+            lambda r: (200, {"Content-Type": "application/json"},
+                       b'{"status": 1, "message": "", "data": {"message_id": 777}}')
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    body = b""
+                    while True:
+                        size = int(self.rfile.readline().strip(), 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            break
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                else:
+                    body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                got = Received("POST", self.path, dict(self.headers), body)
+                ctype = self.headers.get("Content-Type", "")
+                if ctype.startswith("multipart/form-data"):
+                    got.fields, got.files = parse_multipart(ctype, body)
+                server.received.append(got)
+                status, headers, reply = server.respond(got)
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def reply_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        self.respond = lambda r: (status, {"Content-Type": "application/json", **(headers or {})},
+                                  json.dumps(obj).encode())
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def stdlib_server() -> Iterator[StdlibServer]:
+    server = StdlibServer()
+    yield server
+    server.close()
+
+
+# --- uvicorn in a thread: for Starlette apps (the listener, deliberately broken sites) ----
+
+
+class UvicornThread:
+    def __init__(self, asgi_app: Any) -> None:
+        import uvicorn
+
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(asgi_app, log_config=None, access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Any], UvicornThread]]:
+    """Start an ASGI app under uvicorn on a free port; stopped after the test."""
+    started: list[UvicornThread] = []
+
+    def start(asgi_app: Any) -> UvicornThread:
+        server = UvicornThread(asgi_app)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
