@@ -11,7 +11,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -38,8 +38,8 @@ app.add_typer(config_app, name="config")
 
 @dataclass
 class State:
-    config_path: Optional[Path]  # noqa: UP045 (typer reads these annotations on 3.10)
-    site: Optional[str]  # noqa: UP045
+    config_path: Path | None
+    site: str | None
 
     def load(self, listen: bool = False) -> Config:
         from opcli.config import load_config
@@ -56,10 +56,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Option(  # noqa: UP045
+    config: Path | None = typer.Option(
         None, "-c", "--config", help="Config file (default: $OPCLI_CONFIG, ./opcli.yaml, user dir, built-in).",
         show_default=False),
-    site: Optional[str] = typer.Option(  # noqa: UP045
+    site: str | None = typer.Option(
         None, "-s", "--site", envvar="OPCLI_SITE", help="Site of the config to use (default: default_site).",
         show_default=False),
     version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
@@ -169,18 +169,18 @@ def _dry_run(out: Output, json_mode: bool, request: Any) -> None:
 @command()
 def send(
     ctx: typer.Context,
-    user: Optional[int] = typer.Option(None, "--user", min=0, help="The site user who sends (user_id).",  # noqa: UP045
+    user: int | None = typer.Option(None, "--user", min=0, help="The site user who sends (user_id).",
                                        show_default=False),
-    bot: Optional[int] = typer.Option(None, "--bot", min=0, help="The bot who receives (contact_id).",  # noqa: UP045
+    bot: int | None = typer.Option(None, "--bot", min=0, help="The bot who receives (contact_id).",
                                       show_default=False),
-    message: Optional[str] = typer.Option(None, "-m", "--message", help="Message text; - reads stdin.",  # noqa: UP045
+    message: str | None = typer.Option(None, "-m", "--message", help="Message text; - reads stdin.",
                                           show_default=False),
     photo: list[str] = typer.Option([], "--photo", help="URL of a photo (repeatable).", show_default=False),
     big: list[str] = typer.Option([], "--big", help="Thumbnail URL of the k-th --photo (repeatable).",
                                   show_default=False),
-    attach: Optional[Path] = ATTACH_OPT,  # noqa: UP045
+    attach: Path | None = ATTACH_OPT,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the request and a curl command; send nothing."),
-    timeout: Optional[float] = TIMEOUT_OPT,  # noqa: UP045
+    timeout: float | None = TIMEOUT_OPT,
     verbose: bool = VERBOSE_OPT,
     json_out: bool = JSON_OPT,
 ) -> None:
@@ -216,6 +216,47 @@ def _photos(photos: list[str], bigs: list[str]) -> list[Any]:
         if not url.startswith(("http://", "https://")):
             raise UsageError(f"photo URL {url!r} must start with http:// or https:// (the panel fetches it)")
     return [Photo(file_url=url, big=bigs[k] if k < len(bigs) else url) for k, url in enumerate(photos)]
+
+
+# --- listen ----------------------------------------------------------------------------------
+
+
+@command()
+def listen(
+    ctx: typer.Context,
+    host: str | None = typer.Option(None, "--host", help="Address to bind (default: listen.host, the site's "
+                                       "loopback URLs, 127.0.0.1).", show_default=False),
+    port: int | None = typer.Option(None, "--port", min=0, max=65535, help="Port; 0 picks a free one.",
+                                       show_default=False),
+    count: int | None = typer.Option(None, "--count", min=1, help="Exit after N calls to the endpoints "
+                                        "(0 if all were accepted, 1 if any was rejected).", show_default=False),
+    timeout: float | None = typer.Option(None, "--timeout", min=0.001, help="Seconds to run after the "
+                                            "ready line; with --count, 124 when they did not all come.",
+                                            show_default=False),
+    journal: Path | None = typer.Option(None, "--journal", help="Append every call as a JSON line to FILE.",
+                                           show_default=False, dir_okay=False),
+    save_dir: Path | None = typer.Option(None, "--save-dir", help="Keep uploaded files in DIR "
+                                            "(safe generated names).", show_default=False, file_okay=False),
+    json_out: bool = typer.Option(False, "--json", help="Write every call as a JSON line on stdout."),
+) -> None:
+    """Serve the site's webhooks and the panel's endpoint locally; print every call."""
+    from opcli.listener import serve
+    from opcli.output import Output
+
+    config = ctx.obj.load(listen=True)
+    out = Output(json_out)
+
+    def announce(url: str, endpoints: dict[str, str]) -> None:
+        out.note(f"Ready: {url}", style="bold")
+        if not json_out:
+            for kind, endpoint in endpoints.items():
+                out.note(f"  {kind:<13} POST {endpoint}")
+        sys.stderr.flush()
+
+    outcome = serve(config, host=host, port=port, count=count, timeout=timeout, journal=journal,
+                    save_dir=save_dir, json_mode=json_out, human=out.call, announce=announce)
+    out.note(f"Stopped ({outcome.reason}): {outcome.counted} calls, {outcome.rejected} rejected")
+    raise typer.Exit(outcome.exit_code)
 
 
 # --- config --------------------------------------------------------------------------------

@@ -150,6 +150,11 @@ class Site:
         }
 
 
+#: The profile of a user not listed in ``listen.users`` when the config has no template.
+DEFAULT_TEMPLATE = {"name": "User {id}", "gender": "female", "avatar": "", "balance": "0.00",
+                    "location": "", "about": "", "custom": []}
+
+
 @dataclass(frozen=True)
 class ListenConfig:
     """The ``listen:`` section, interpolated, with canned replies checked against the contract."""
@@ -158,7 +163,7 @@ class ListenConfig:
     port: int | None = None
     max_body_bytes: int = 100 * 1024 * 1024
     unknown_user: str | int = "template"
-    user_template: dict[str, Any] = field(default_factory=dict)
+    user_template: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TEMPLATE))
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
     media: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -319,7 +324,7 @@ def _choice(*choices: Any) -> Callable[[Any], Any]:
 _SITE_SPEC: dict[str, Any] = {
     "panel_url": _url,
     "token": _str,
-    "webhooks": {name: _url for name in WEBHOOKS},
+    "webhooks": dict.fromkeys(WEBHOOKS, _url),
     "timeout": _timeout,
     "verify": _bool_or_path,
     "attaches_encoding": _choice("brackets", "json"),

@@ -68,6 +68,12 @@ class Output:
         for line in text.splitlines() or [""]:
             self.err.print(f"opcli: error: {line}", style="bold red", markup=False)
 
+    def call(self, entry: dict[str, Any]) -> None:
+        """One listener call as a compact block on stdout."""
+        for text, style in call_block(entry):
+            self.line(text, style)
+        sys.stdout.flush()
+
     def table(self, rows: Iterable[tuple[str, Any]], title: str | None = None) -> None:
         """Key/value rows: a rich table on a terminal, ``key: value`` lines otherwise."""
         rows = list(rows)
@@ -103,3 +109,52 @@ class Output:
             sys.stdout.write("\t".join(headers) + "\n")
             for row in rows:
                 sys.stdout.write("\t".join(row) + "\n")
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
+def _who(entry: dict[str, Any]) -> str:
+    fields = entry.get("fields") or {}
+    user, contact = fields.get("user_id", "?"), fields.get("contact_id", "?")
+    kind = entry["kind"]
+    if kind == "message_sent":
+        return f"user {user} -> bot {contact}"
+    if kind == "send_message":
+        return f"bot {user} -> user {contact}"
+    if kind in ("user_info", "user_media"):
+        return f"user {user}"
+    return ""
+
+
+def call_block(entry: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """The human view of one listener call: ``(line, style)`` pairs, the first one the summary."""
+    status = entry["status"]
+    bad = status >= 400
+    mark = "x" if bad else "ok"
+    time = entry["time"][11:19]
+    head = f"{time} {mark:>2} {status} {entry['kind']:<12} {_who(entry):<22} {entry['method']} {entry['path']}"
+    lines: list[tuple[str, str | None]] = [(head.rstrip(), "bold red" if bad else "bold green")]
+    fields = entry.get("fields") or {}
+    if "message" in fields:
+        lines.append((f"      message: {fields['message']!r}", None))
+    for photo in entry.get("attaches") or []:
+        lines.append((f"      photo: {photo.get('file_url')}  (big: {photo.get('big', '-')})", None))
+    for f in entry.get("files") or []:
+        saved = f"  saved as {f['saved_as']}" if f.get("saved_as") else ""
+        lines.append((f"      file: {f['filename']!r} {_size(f['size'])} sha256 {f['sha256'][:16]}…{saved}", None))
+    reply = entry.get("reply")
+    if bad and isinstance(reply, dict):
+        lines.append((f"      rejected: {reply.get('message', '')}", "red"))
+    elif entry["kind"] == "user_info" and isinstance(reply, dict):
+        lines.append((f"      replied: {reply.get('name')!r}, balance {reply.get('balance')}", "dim"))
+    elif entry["kind"] == "user_media" and isinstance(reply, dict):
+        lines.append((f"      replied: {len(reply.get('media') or [])} media", "dim"))
+    elif isinstance(reply, dict) and isinstance(reply.get("data"), dict):
+        lines.append((f"      replied: message_id {reply['data'].get('message_id')}", "dim"))
+    return lines

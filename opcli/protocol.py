@@ -198,9 +198,10 @@ def _loc(loc: tuple) -> str:
     return out
 
 
-def _violations(model: type[BaseModel], obj: Any) -> tuple[BaseModel | None, list[Finding]]:
+def _violations(model: type[BaseModel], obj: Any) -> list[Finding]:
     try:
-        return model.model_validate(obj), []
+        model.model_validate(obj)
+        return []
     except ValidationError as exc:
         found: dict[str, Finding] = {}
         for err in exc.errors(include_url=False):
@@ -213,7 +214,7 @@ def _violations(model: type[BaseModel], obj: Any) -> tuple[BaseModel | None, lis
                     want = "a string or a number"
                 msg = f"expected {want}, found {_json_kind(err['input'])}"
             found.setdefault(field, Finding("violation", field, msg))
-        return None, list(found.values())
+        return list(found.values())
 
 
 def _extras(obj: Any, known: Iterable[str], prefix: str = "") -> list[Finding]:
@@ -230,49 +231,51 @@ def _is_url(value: str) -> bool:
     return bool(re.match(r"^https?://[^\s/]+", value))
 
 
+def _check_user_info(body: dict, requested_id: int | None) -> list[Finding]:
+    findings = _violations(UserInfo, body)
+    findings += _extras(body, UserInfo.model_fields)
+    custom = body.get("custom")
+    for i, attr in enumerate(custom if isinstance(custom, list) else []):
+        findings += _extras(attr, CustomAttr.model_fields, f"custom[{i}].")
+    ident = body.get("id")
+    if requested_id is not None and type(ident) is int and ident != requested_id:
+        findings.append(Finding("violation", "id", f"expected {requested_id} (the requested user_id), found {ident}"))
+    avatar = body.get("avatar")
+    if isinstance(avatar, str) and avatar and not _is_url(avatar):
+        findings.append(Finding("violation", "avatar", f'expected a URL or "", found {_json_kind(avatar)}'))
+    return findings
+
+
+def _check_media(body: dict) -> list[Finding]:
+    findings = _violations(MediaReply, body)
+    findings += _extras(body, MediaReply.model_fields)
+    items = body.get("media")
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        if not isinstance(item, dict):
+            continue
+        where = f"media[{i}]"
+        findings += _extras(item, MediaItem.model_fields, f"{where}.")
+        if "big" not in item:
+            findings.append(Finding("warning", f"{where}.big", "missing (the panel shows the original instead)"))
+        for key in ("url", "big"):
+            value = item.get(key)
+            if isinstance(value, str) and not _is_url(value):
+                findings.append(Finding("violation", f"{where}.{key}", f"expected a URL, found {_json_kind(value)}"))
+    return findings
+
+
 def check_reply(kind: str, body: Any, requested_id: int | None = None) -> tuple[Any, list[Finding]]:
     """Check a webhook reply against the contract; returns the unwrapped object and findings.
 
     ``kind`` is ``user_info`` or ``user_media``. Violations make the reply unusable by the
     panel; warnings are worth fixing; a notice says the reply came in an envelope.
     """
-    findings: list[Finding] = []
     if envelope_failed(body):
         msg = envelope_message(body) or "(no message)"
         return body, [Finding("violation", "status", f"the site answered status 0: {msg}")]
     body, wrapped = unwrap(body)
-    if wrapped:
-        findings.append(Finding("notice", "", 'reply was wrapped in an envelope {"status", "data"}'))
+    findings = [Finding("notice", "", 'reply was wrapped in an envelope {"status", "data"}')] if wrapped else []
     if not isinstance(body, dict):
         return body, [*findings, Finding("violation", "", f"expected a JSON object, found {_json_kind(body)}")]
-    if kind == "user_info":
-        model, bad = _violations(UserInfo, body)
-        findings += bad
-        findings += _extras(body, UserInfo.model_fields)
-        for i, attr in enumerate(body.get("custom") or [] if isinstance(body.get("custom"), list) else []):
-            findings += _extras(attr, CustomAttr.model_fields, f"custom[{i}].")
-        ident = body.get("id")
-        if requested_id is not None and isinstance(ident, int) and not isinstance(ident, bool) \
-                and ident != requested_id:
-            findings.append(Finding("violation", "id", f"expected {requested_id} (the requested user_id), found {ident}"))
-        avatar = body.get("avatar")
-        if isinstance(avatar, str) and avatar and not _is_url(avatar):
-            findings.append(Finding("violation", "avatar", f"expected a URL or \"\", found {_json_kind(avatar)}"))
-    elif kind == "user_media":
-        model, bad = _violations(MediaReply, body)
-        findings += bad
-        findings += _extras(body, MediaReply.model_fields)
-        items = body.get("media") if isinstance(body.get("media"), list) else []
-        for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                continue
-            findings += _extras(item, MediaItem.model_fields, f"media[{i}].")
-            if "big" not in item:
-                findings.append(Finding("warning", f"media[{i}].big", "missing (the panel shows the original as thumbnail)"))
-            for key in ("url", "big"):
-                value = item.get(key)
-                if isinstance(value, str) and not _is_url(value):
-                    findings.append(Finding("violation", f"media[{i}].{key}", f"expected a URL, found {_json_kind(value)}"))
-    else:  # pragma: no cover - programming error
-        raise ValueError(kind)
+    findings += _check_user_info(body, requested_id) if kind == "user_info" else _check_media(body)
     return body, findings

@@ -206,3 +206,97 @@ def serve() -> Iterator[Callable[[Any], UvicornThread]]:
     yield start
     for server in started:
         server.close()
+
+
+# --- `opcli listen` as a real subprocess --------------------------------------------------
+
+
+class ListenProc:
+    """``python -m opcli listen ...`` in a subprocess; ``url`` is known once it is ready."""
+
+    def __init__(self, *args: str, cwd: Path | None = None) -> None:
+        import queue
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "opcli", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, cwd=cwd)
+        self.stdout_lines: queue.Queue[str | None] = queue.Queue()
+        self.stderr_text: list[str] = []
+        self.pumps = [threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout_lines.put),
+                                       daemon=True)]
+        ready = threading.Event()
+
+        def err_line(line: str | None) -> None:
+            if line is not None:
+                self.stderr_text.append(line)
+                if line.startswith("Ready: "):
+                    self.url = line.split()[1]
+                    ready.set()
+            else:
+                ready.set()
+
+        self.pumps.append(threading.Thread(target=self._pump, args=(self.proc.stderr, err_line), daemon=True))
+        self.url = ""
+        for pump in self.pumps:
+            pump.start()
+        ready.wait(30)
+        if not self.url:
+            self.proc.kill()
+            raise AssertionError(f"listener never got ready: {''.join(self.stderr_text)}")
+
+    @staticmethod
+    def _pump(stream: Any, put: Callable[[str | None], None]) -> None:
+        for line in stream:
+            put(line)
+        put(None)
+
+    def wait(self, timeout: float = 30) -> int:
+        code = self.proc.wait(timeout)
+        for pump in self.pumps:
+            pump.join(10)
+        return code
+
+    @property
+    def stdout(self) -> list[str]:
+        """Every stdout line so far (call after wait())."""
+        out = []
+        while not self.stdout_lines.empty():
+            line = self.stdout_lines.get()
+            if line is not None:
+                out.append(line)
+        return out
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.stderr_text)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.wait(10)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def listen_proc() -> Iterator[Callable[..., ListenProc]]:
+    started: list[ListenProc] = []
+
+    def start(*args: str, cwd: Path | None = None) -> ListenProc:
+        proc = ListenProc(*args, cwd=cwd)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.close()
+
+
+def curl(*args: str) -> str:
+    """Run the real curl; returns its stdout."""
+    import subprocess
+
+    done = subprocess.run(["curl", "-sS", "--max-time", "20", *args], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

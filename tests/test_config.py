@@ -157,7 +157,8 @@ listen:
     ("sites:\n  a: {panel_url: 'http://x'}\n", ":2:6: site 'a' has no token"),
     ("sites:\n  a: {token: t}\nlisten: {unknown_user: maybe}\n",
      ":3:24: listen.unknown_user: expected one of template, 404, got 'maybe'"),
-    ("sitez: {}\nsites:\n  a: {token: t}\n", ":1:1: unknown key 'sitez' (expected one of: default_site, sites, listen)"),
+    ("sitez: {}\nsites:\n  a: {token: t}\n",
+     ":1:1: unknown key 'sitez' (expected one of: default_site, sites, listen)"),
     ("sites:\n  a: {token: t, timeout: soon}\n", ":2:26: sites.a.timeout: expected a number, got 'soon'"),
 ])
 def test_each_error_message(tmp_path, text, expected):

@@ -71,7 +71,7 @@ def test_json_attaches_encoding(cli, stdlib_server, isolated):
 
 
 def test_message_from_stdin_strips_one_newline(cli, stdlib_server, site):
-    result = cli("send", "--user", 1, "--bot", 2, "-m", "-", input="line one\nline two\n\n".encode())
+    result = cli("send", "--user", 1, "--bot", 2, "-m", "-", input=b"line one\nline two\n\n")
     assert result.exit_code == 0, result.stderr
     assert stdlib_server.received[0].field("message") == "line one\nline two\n"
 

@@ -1,0 +1,542 @@
+"""``opcli listen``: the site's three webhooks and the panel's endpoint, served locally.
+
+``create_app(config)`` builds the Starlette app; ``serve(...)`` binds the socket, runs uvicorn
+and returns the exit code. Bodies are parsed by feeding ``python_multipart`` from the request
+stream (Starlette's ``request.form()`` drops truncated parts and has no size limit), fields as
+strict UTF-8, files streamed to disk while hashed. Errors are JSON, checked in the order
+parse -> token -> fields. Every call is journaled after its reply was sent, the token never.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import itertools
+import re
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import unquote_to_bytes, urlsplit
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route, request_response
+
+from opcli import __version__
+from opcli.config import Config, Site
+from opcli.errors import ConfigError, UsageError
+from opcli.output import dumps
+from opcli.protocol import ACTION_MESSAGE_SENT, ID_FIELDS, KINDS, decode_attaches
+
+MAX_PARTS = 1000
+DEFAULT_PORT = 8765
+_ID = re.compile(r"^[0-9]{1,18}$")
+_SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
+
+
+class Rejected(Exception):
+    """A call answered with a 4xx JSON error."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def routes_of(site: Site) -> dict[str, str]:
+    """``{path: kind}`` for every URL the site has; two kinds on one path is a config error."""
+    paths: dict[str, str] = {}
+    for kind in KINDS:
+        url = site.panel_url if kind == "message_sent" else site.webhooks.get(kind)
+        if not url:
+            continue
+        path = urlsplit(url).path or "/"
+        if path in paths:
+            raise ConfigError(f"{site.source}: site '{site.name}': {paths[path]} and {kind} share the path "
+                              f"{path}; the listener tells calls apart by path")
+        paths[path] = kind
+    if not paths:
+        raise ConfigError(f"{site.source}: site '{site.name}' has no panel_url or webhooks to serve")
+    return paths
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class _Upload:
+    field: str
+    filename: str
+    handle: IO[bytes] | None
+    path: Path | None
+    digest: Any = field(default_factory=hashlib.sha256)
+    size: int = 0
+
+    def entry(self) -> dict[str, Any]:
+        return {"field": self.field, "filename": self.filename, "size": self.size,
+                "sha256": self.digest.hexdigest(), "saved_as": str(self.path) if self.path else None}
+
+
+class _Body:
+    """The parsed body of one call: fields in order, and the uploads streamed so far."""
+
+    def __init__(self, save_dir: Path | None) -> None:
+        self.save_dir = save_dir
+        self.fields: list[tuple[str, str]] = []
+        self.uploads: list[_Upload] = []
+
+    def discard_files(self) -> None:
+        """Close uploads and remove what was written (a rejected call keeps no files)."""
+        for upload in self.uploads:
+            if upload.handle is not None:
+                upload.handle.close()
+            if upload.path is not None:
+                upload.path.unlink(missing_ok=True)
+                upload.path = None
+
+    def new_upload(self, name: str, filename: str) -> _Upload:
+        handle = path = None
+        if self.save_dir is not None:
+            suffix = Path(filename.replace("\\", "/")).suffix
+            suffix = suffix.lower() if _SAFE_SUFFIX.match(suffix) else ".bin"
+            path = self.save_dir / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:12]}{suffix}"
+            handle = open(path, "xb")  # noqa: SIM115 - closed at the part's end or by discard_files
+        upload = _Upload(name, filename, handle, path)
+        self.uploads.append(upload)
+        return upload
+
+
+def _decode(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected(400, f"{what} is not valid UTF-8 (byte {exc.start})") from None
+
+
+async def _read_multipart(request: Request, boundary: bytes, limit: int, body: _Body) -> int:
+    """Feed the request stream to python_multipart; returns the body's size."""
+    headers: dict[str, bytes] = {}
+    header_name = bytearray()
+    header_value = bytearray()
+    current: dict[str, Any] = {}
+    parts = 0
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header_name.extend(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header_value.extend(data[start:end])
+
+    def on_header_end() -> None:
+        headers[bytes(header_name).lower().decode("latin-1")] = bytes(header_value)
+        header_name.clear()
+        header_value.clear()
+
+    def on_headers_finished() -> None:
+        nonlocal parts
+        parts += 1
+        if parts > MAX_PARTS:
+            raise Rejected(413, f"more than {MAX_PARTS} parts in the body")
+        disposition, params = parse_options_header(headers.get("content-disposition", b""))
+        if disposition != b"form-data" or b"name" not in params:
+            raise Rejected(400, "a multipart part has no Content-Disposition: form-data; name=...")
+        name = _decode(params[b"name"], "a part's name")
+        if b"filename" in params:
+            filename = params[b"filename"].decode("utf-8", "replace")
+            current["upload"] = body.new_upload(name, filename)
+        else:
+            current["name"] = name
+            current["data"] = bytearray()
+        headers.clear()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        upload = current.get("upload")
+        if upload is None:
+            current["data"].extend(data[start:end])
+            return
+        chunk = data[start:end]
+        upload.digest.update(chunk)
+        upload.size += len(chunk)
+        if upload.handle is not None:
+            upload.handle.write(chunk)
+
+    def on_part_end() -> None:
+        upload = current.pop("upload", None)
+        if upload is not None:
+            if upload.handle is not None:
+                upload.handle.close()
+                upload.handle = None
+        else:
+            name = current.pop("name")
+            body.fields.append((name, _decode(bytes(current.pop("data")), f"field '{name}'")))
+
+    parser = MultipartParser(boundary, {
+        "on_header_field": on_header_field, "on_header_value": on_header_value,
+        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
+        "on_part_data": on_part_data, "on_part_end": on_part_end,
+    })
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Rejected(413, f"body larger than {limit} bytes (listen.max_body_bytes)")
+            parser.write(chunk)
+    except MultipartParseError as exc:
+        raise Rejected(400, f"malformed multipart body: {exc}") from None
+    if size == 0:
+        raise Rejected(400, "empty body")
+    if parser.state != MultipartState.END:
+        raise Rejected(400, "truncated multipart body: the closing boundary never came")
+    return size
+
+
+async def _read_urlencoded(request: Request, limit: int, body: _Body) -> int:
+    data = bytearray()
+    async for chunk in request.stream():
+        data.extend(chunk)
+        if len(data) > limit:
+            raise Rejected(413, f"body larger than {limit} bytes (listen.max_body_bytes)")
+    if not data.strip():
+        raise Rejected(400, "empty body")
+    for pair in bytes(data).split(b"&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition(b"=")
+        name_text = _decode(unquote_to_bytes(name.replace(b"+", b" ")), "a field name")
+        body.fields.append((name_text, _decode(unquote_to_bytes(value.replace(b"+", b" ")), f"field '{name_text}'")))
+    return len(data)
+
+
+class Listener:
+    """The state behind one app: config, counters, where files go, who gets each journal entry."""
+
+    def __init__(self, config: Config, save_dir: Path | None = None,
+                 on_call: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.site = config.site
+        self.listen = config.listen
+        self.routes = routes_of(self.site)
+        self.token = self.site.token.encode("utf-8")
+        self.save_dir = save_dir
+        self.on_call = on_call
+        self.message_ids = itertools.count(1001)
+        self.journal: list[dict[str, Any]] = [] if on_call is None else None  # kept in memory for tests
+
+    def record(self, entry: dict[str, Any]) -> None:
+        if self.on_call is not None:
+            self.on_call(entry)
+        else:
+            self.journal.append(entry)
+
+    async def handle(self, request: Request) -> Response:
+        path, method = request.url.path, request.method
+        kind = self.routes.get(path) if method == "POST" else None
+        entry: dict[str, Any] = {
+            "event": "call", "seq": None, "time": _now(), "kind": kind or "unknown", "method": method,
+            "path": path, "content_type": None, "fields": {}, "attaches": [], "files": [],
+            "token_ok": None, "status": None, "reply": None,
+        }
+        headers: dict[str, str] = {}
+        try:
+            if kind is None:
+                if path == "/" and method in ("GET", "HEAD"):
+                    return self._index(request, entry)
+                if path in self.routes:
+                    headers["Allow"] = "POST"
+                    raise Rejected(405, f"{method} is not allowed on {path}: the Operator API uses POST")
+                raise Rejected(404, f"no endpoint at {path}; endpoints: {', '.join(self.routes)}")
+            status, reply = await self._call(request, kind, entry)
+        except Rejected as exc:
+            status, reply = exc.status, {"status": 0, "message": exc.message}
+        except ClientDisconnect:
+            status, reply = 400, {"status": 0, "message": "the client disconnected before the body ended"}
+        except Exception as exc:  # a bug must not stop the listener: answer 500 and journal it
+            status, reply = 500, {"status": 0, "message": f"listener error: {type(exc).__name__}: {exc}"}
+        entry["status"], entry["reply"] = status, reply
+        return JSONResponse(reply, status, headers=headers, background=BackgroundTask(self.record, entry))
+
+    def _index(self, request: Request, entry: dict[str, Any]) -> Response:
+        info = {"opcli": __version__, "site": self.site.name,
+                "endpoints": {kind: path for path, kind in self.routes.items()}}
+        entry["status"], entry["reply"] = 200, info
+        task = BackgroundTask(self.record, entry)
+        if "text/html" in request.headers.get("accept", ""):
+            rows = "".join(f"<li><code>POST {p}</code> &mdash; {k}</li>" for p, k in self.routes.items())
+            return HTMLResponse(f"<!doctype html><title>opcli listen</title><h1>opcli listen</h1>"
+                                f"<p>site <b>{self.site.name}</b></p><ul>{rows}</ul>", background=task)
+        return JSONResponse(info, background=task)
+
+    async def _call(self, request: Request, kind: str, entry: dict[str, Any]) -> tuple[int, Any]:
+        body = _Body(self.save_dir)
+        try:
+            status, reply = await self._parse_and_answer(request, kind, entry, body)
+        except BaseException:
+            body.discard_files()
+            entry["files"] = [u.entry() for u in body.uploads]
+            raise
+        entry["files"] = [u.entry() for u in body.uploads]
+        return status, reply
+
+    async def _parse_and_answer(self, request: Request, kind: str, entry: dict[str, Any],
+                                body: _Body) -> tuple[int, Any]:
+        limit = self.listen.max_body_bytes
+        ctype_header = request.headers.get("content-type", "")
+        ctype, params = parse_options_header(ctype_header)
+        entry["content_type"] = ctype.decode("latin-1") or None
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit:
+            raise Rejected(413, f"body of {length} bytes is larger than {limit} (listen.max_body_bytes)")
+        if ctype == b"multipart/form-data":
+            if not params.get(b"boundary"):
+                raise Rejected(400, "multipart/form-data without a boundary")
+            await _read_multipart(request, params[b"boundary"], limit, body)
+        elif ctype == b"application/x-www-form-urlencoded":
+            await _read_urlencoded(request, limit, body)
+        else:
+            shown = ctype_header or "none"
+            raise Rejected(415, f"unsupported content type: {shown} (use multipart/form-data or "
+                                "application/x-www-form-urlencoded)")
+        try:
+            photos, fields = decode_attaches(body.fields)
+        except ValueError as exc:
+            photos, fields = [], [(k, v) for k, v in body.fields if k != "attaches"]
+            bad_attaches = str(exc)
+        else:
+            bad_attaches = None
+        token = next((v for k, v in fields if k == "token"), None)
+        shown: dict[str, Any] = {}
+        for name, value in fields:
+            if name == "token":
+                continue
+            if name in shown:
+                shown[name] = [*shown[name], value] if isinstance(shown[name], list) else [shown[name], value]
+            else:
+                shown[name] = value
+        entry["fields"] = shown
+        if kind == "message_sent":
+            entry["attaches"] = photos
+        entry["token_ok"] = token is not None and hmac.compare_digest(token.encode("utf-8"), self.token)
+        if not entry["token_ok"]:
+            raise Rejected(401, "missing token" if token is None else "invalid token")
+        if kind == "message_sent":
+            if shown.get("action") != ACTION_MESSAGE_SENT:
+                raise Rejected(422, f"action must be {ACTION_MESSAGE_SENT}, got {shown.get('action')!r}")
+            if bad_attaches:
+                raise Rejected(422, bad_attaches)
+            for k, photo in enumerate(photos):
+                if not isinstance(photo.get("file_url"), str) or not photo["file_url"]:
+                    raise Rejected(422, f"attaches[{k}] has no file_url")
+        ids = {}
+        for name in ID_FIELDS[kind]:
+            value = shown.get(name)
+            if value is None:
+                raise Rejected(422, f"{name} is missing")
+            if not isinstance(value, str) or not _ID.match(value):
+                raise Rejected(422, f"{name} must be an integer, got {dumps(value)}")
+            ids[name] = int(value)
+        return self._answer(kind, ids)
+
+    def _answer(self, kind: str, ids: dict[str, int]) -> tuple[int, Any]:
+        if kind in ("message_sent", "send_message"):
+            return 200, {"status": 1, "message": "", "data": {"message_id": next(self.message_ids)}}
+        user = ids["user_id"]
+        if kind == "user_info":
+            profile = self.listen.user_info(user)
+            if profile is None:
+                return 404, {"status": 0, "message": f"no user {user}"}
+            return 200, profile
+        return 200, {"media": self.listen.media.get(user, [])}
+
+
+class _AnyMethod:
+    """An ASGI endpoint, so that Route passes every method: the listener answers 404/405 in JSON."""
+
+    def __init__(self, handler: Callable[[Request], Any]) -> None:
+        self.app = request_response(handler)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def create_app(config: Config, save_dir: Path | None = None,
+               on_call: Callable[[dict[str, Any]], None] | None = None) -> Starlette:
+    """The listener's Starlette app. Without ``on_call``, entries collect in ``app.state.listener.journal``."""
+    listener = Listener(config, save_dir, on_call)
+    app = Starlette(routes=[Route("/{path:path}", _AnyMethod(listener.handle))])
+    app.state.listener = listener
+    return app
+
+
+# --- running it --------------------------------------------------------------------------
+
+
+class Recorder:
+    """Writes each journal entry (stdout JSON Lines, the journal file, human blocks) and counts."""
+
+    def __init__(self, json_mode: bool, journal: IO[str] | None, human: Callable[[dict[str, Any]], None] | None,
+                 count: int | None) -> None:
+        self.json_mode = json_mode
+        self.journal = journal
+        self.human = human
+        self.count = count
+        self.seq = 0
+        self.counted = 0
+        self.rejected = 0
+        self.on_done: Callable[[], None] = lambda: None
+
+    def write(self, entry: dict[str, Any]) -> None:
+        line = dumps(entry) + "\n"
+        if self.journal is not None:
+            self.journal.write(line)
+            self.journal.flush()
+        if self.json_mode:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+
+    def __call__(self, entry: dict[str, Any]) -> None:
+        self.seq += 1
+        entry["seq"] = self.seq
+        self.write(entry)
+        if not self.json_mode and self.human is not None:
+            self.human(entry)
+        if entry["kind"] != "unknown":
+            self.counted += 1
+            self.rejected += entry["status"] >= 400
+            if self.count is not None and self.counted >= self.count:
+                self.on_done()
+
+
+def pick_address(site: Site, listen_host: str | None, listen_port: int | None,
+                 host: str | None, port: int | None) -> tuple[str, int]:
+    """--host/--port, else listen.host/port, else the site's loopback http URLs, else 127.0.0.1:8765."""
+    url_host, url_port = None, None
+    for url in [site.panel_url, *site.webhooks.values()]:
+        parts = urlsplit(url or "")
+        if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"):
+            url_host, url_port = parts.hostname, parts.port or 80
+            break
+    chosen_host = next(h for h in (host, listen_host, url_host, "127.0.0.1") if h is not None)
+    chosen_port = next(p for p in (port, listen_port, url_port, DEFAULT_PORT) if p is not None)
+    return chosen_host, chosen_port
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket; a port in use is a UsageError (exit 2), not uvicorn's exit 3."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        hint = " (another listener? use --port 0 for a free port)" if exc.errno == 98 else ""
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+class _Signalled(BaseException):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.exit_code = 128 + signum
+
+
+def _raise_signalled(signum: int, frame: Any) -> None:
+    raise _Signalled(signum)
+
+
+@dataclass
+class Outcome:
+    """How a listener run ended."""
+
+    exit_code: int
+    counted: int
+    rejected: int
+    reason: str
+
+
+def serve(config: Config, *, host: str | None = None, port: int | None = None, count: int | None = None,
+          timeout: float | None = None, journal: Path | None = None, save_dir: Path | None = None,
+          json_mode: bool = False, human: Callable[[dict[str, Any]], None] | None = None,
+          announce: Callable[[str, dict[str, str]], None] | None = None) -> Outcome:
+    """Run the listener until --count calls, --timeout, or a signal; returns how it ended.
+
+    ``announce(url, endpoints)`` is called once the socket accepts connections.
+    """
+    import uvicorn
+
+    address = pick_address(config.site, config.listen.host, config.listen.port, host, port)
+    app_routes = routes_of(config.site)  # config errors before binding
+    if save_dir is not None:
+        try:
+            save_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot use --save-dir {save_dir}: {exc.strerror}") from None
+    try:
+        journal_file = open(journal, "a", encoding="utf-8") if journal else None  # noqa: SIM115
+    except OSError as exc:
+        raise UsageError(f"cannot open journal {journal}: {exc.strerror}") from None
+    recorder = Recorder(json_mode, journal_file, human, count)
+    app = create_app(config, save_dir, recorder)
+    uv_config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
+                               timeout_graceful_shutdown=5, server_header=False)
+    server = uvicorn.Server(uv_config)
+    stop_reason = {"why": "stopped"}
+
+    def stop(why: str) -> None:
+        stop_reason.setdefault("final", why)
+        server.should_exit = True
+
+    recorder.on_done = lambda: stop("count")
+    previous = {sig: signal.signal(sig, _raise_signalled) for sig in (signal.SIGINT, signal.SIGTERM)}
+    sock = None
+    try:
+        sock = bind(*address)
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+        url = f"http://{shown_host}:{bound_port}"
+        endpoints = {kind: url + path for path, kind in app_routes.items()}
+        recorder.write({"event": "ready", "url": url, "endpoints": endpoints})
+        if announce:
+            announce(url, endpoints)
+
+        async def run() -> None:
+            loop = asyncio.get_running_loop()
+            if timeout is not None:
+                loop.call_later(timeout, stop, "timeout")
+            await server.serve(sockets=[sock])
+
+        asyncio.run(run())
+        code = 1 if recorder.rejected else 0
+        why = stop_reason.get("final", "stopped")
+        if why == "timeout" and count is not None:
+            code = 124
+    except _Signalled as exc:
+        code, why = exc.exit_code, "interrupted"
+    except KeyboardInterrupt:
+        code, why = 130, "interrupted"
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if sock is not None:
+            sock.close()
+        if journal_file is not None:
+            journal_file.close()
+    return Outcome(code, recorder.counted, recorder.rejected, why)

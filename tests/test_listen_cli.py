@@ -1,0 +1,147 @@
+"""`opcli listen` for real: a subprocess on a free port, driven by curl and by `opcli send`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from opcli.config import BUILTIN
+from tests.conftest import curl
+
+
+def test_curl_multipart_and_urlencoded(listen_proc, isolated):
+    upload = isolated / "résumé.pdf"
+    upload.write_bytes(bytes(range(256)) * 3000)
+    saved, journal = isolated / "saved", isolated / "calls.jsonl"
+    proc = listen_proc("listen", "--port", "0", "--count", "2", "--json", "--journal", str(journal),
+                       "--save-dir", str(saved))
+    reply = json.loads(curl("-F", "token=dev-token", "-F", "action=message_sent", "-F", "user_id=42",
+                            "-F", "contact_id=7", "-F", "message=Привет ✓", "-F", f"attach=@{upload}",
+                            f"{proc.url}/operator-api"))
+    assert reply["status"] == 1 and reply["data"]["message_id"]
+    info = json.loads(curl("--data-urlencode", "token=dev-token", "--data-urlencode", "user_id=42",
+                           f"{proc.url}/hooks/user-info"))
+    assert info["id"] == 42 and info["name"] == "Olga"
+    assert proc.wait() == 0
+    lines = proc.stdout
+    assert lines == journal.read_text().splitlines(keepends=True)
+    ready, sent, asked = (json.loads(line) for line in lines)
+    assert ready == {"event": "ready", "url": proc.url, "endpoints": {
+        "message_sent": f"{proc.url}/operator-api", "send_message": f"{proc.url}/hooks/send-message",
+        "user_info": f"{proc.url}/hooks/user-info", "user_media": f"{proc.url}/hooks/user-media"}}
+    assert sent["kind"] == "message_sent" and sent["seq"] == 1 and sent["status"] == 200
+    assert sent["fields"]["message"] == "Привет ✓"
+    [f] = sent["files"]
+    assert f["filename"] == "résumé.pdf" and f["size"] == upload.stat().st_size
+    assert f["sha256"] == hashlib.sha256(upload.read_bytes()).hexdigest()
+    assert hashlib.sha256(Path(f["saved_as"]).read_bytes()).hexdigest() == f["sha256"]
+    assert asked["kind"] == "user_info" and asked["content_type"] == "application/x-www-form-urlencoded"
+    assert asked["reply"]["name"] == "Olga"
+    assert "dev-token" not in "".join(lines) + proc.stderr
+
+
+def test_a_rejected_call_makes_exit_1(listen_proc):
+    proc = listen_proc("listen", "--port", "0", "--count", "1", "--json")
+    out = json.loads(curl("-d", "token=wrong", "-d", "user_id=1", f"{proc.url}/hooks/user-media"))
+    assert out == {"status": 0, "message": "invalid token"}
+    assert proc.wait() == 1
+    entry = json.loads(proc.stdout[1])
+    assert entry["status"] == 401 and entry["token_ok"] is False
+
+
+def test_unknown_calls_are_journaled_but_not_counted(listen_proc):
+    proc = listen_proc("listen", "--port", "0", "--count", "1", "--json")
+    curl(f"{proc.url}/")
+    curl("-d", "x=1", f"{proc.url}/nope")
+    curl(f"{proc.url}/hooks/user-info")  # GET on an endpoint: 405, unknown
+    curl("-d", "token=dev-token", "-d", "user_id=43", f"{proc.url}/hooks/user-info")
+    assert proc.wait() == 0
+    entries = [json.loads(line) for line in proc.stdout[1:]]
+    assert [(e["kind"], e["status"]) for e in entries] == [
+        ("unknown", 200), ("unknown", 404), ("unknown", 405), ("user_info", 200)]
+
+
+def test_timeout_before_count_is_124(listen_proc):
+    proc = listen_proc("listen", "--port", "0", "--count", "1", "--timeout", "0.5", "--json")
+    assert proc.wait() == 124
+    assert len(proc.stdout) == 1  # only the ready line
+
+
+def test_timeout_without_count_is_0(listen_proc):
+    proc = listen_proc("listen", "--port", "0", "--timeout", "0.5")
+    curl("-d", "token=dev-token", "-d", "user_id=42", f"{proc.url}/hooks/user-media")
+    assert proc.wait() == 0
+    assert "user_media" in "".join(proc.stdout)
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signals_stop_cleanly_and_keep_the_journal(listen_proc, isolated, signum, code):
+    journal = isolated / "j.jsonl"
+    proc = listen_proc("listen", "--port", "0", "--journal", str(journal))
+    curl("-d", "token=dev-token", "-d", "user_id=42", f"{proc.url}/hooks/user-info")
+    deadline = time.monotonic() + 10
+    while len(journal.read_text().splitlines()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.proc.send_signal(signum)
+    assert proc.wait() == code
+    assert "Traceback" not in proc.stderr
+    kinds = [json.loads(line)["event"] for line in journal.read_text().splitlines()]
+    assert kinds == ["ready", "call"]
+
+
+def test_port_in_use_is_exit_2(isolated):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "opcli", "listen", "--port", str(port)],
+                              capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert f"opcli: error: cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_human_output(listen_proc):
+    proc = listen_proc("listen", "--port", "0", "--count", "2")
+    curl("-F", "token=dev-token", "-F", "action=message_sent", "-F", "user_id=42", "-F", "contact_id=7",
+         "-F", "message=hello there", "-F", "attaches[0][file_url]=https://x/1.jpg", f"{proc.url}/operator-api")
+    curl("-d", "token=nope", "-d", "user_id=5", f"{proc.url}/hooks/user-info")
+    assert proc.wait() == 1
+    out = "".join(proc.stdout)
+    assert "message_sent" in out and "user 42 -> bot 7" in out and "'hello there'" in out
+    assert "photo: https://x/1.jpg" in out
+    assert "401 user_info" in out and "rejected: invalid token" in out
+    assert "Stopped (count): 2 calls, 1 rejected" in proc.stderr
+
+
+def test_send_reaches_listen_on_the_builtin_defaults(listen_proc, isolated, cli):
+    # the built-in config, on a free port instead of 8765 (tests never bind a fixed port)
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    (isolated / "opcli.yaml").write_text(BUILTIN.read_text().replace(":8765/", f":{port}/"))
+    journal = isolated / "j.jsonl"
+    proc = listen_proc("listen", "--count", "1", "--json", "--journal", str(journal), cwd=isolated)
+    assert proc.url == f"http://127.0.0.1:{port}"
+    upload = isolated / "pic.jpg"
+    upload.write_bytes(b"\xff\xd8\xff" + bytes(70000))
+    result = cli("send", "--user", 42, "--bot", 7, "-m", "Hello, Olga 👋", "--photo", "https://x/1.jpg",
+                 "--big", "https://x/1_200.jpg", "--photo", "https://x/2.jpg", "--attach", upload)
+    assert result.exit_code == 0, result.stderr
+    assert proc.wait() == 0
+    entry = json.loads(journal.read_text().splitlines()[1])
+    assert entry["fields"] == {"action": "message_sent", "user_id": "42", "contact_id": "7",
+                               "message": "Hello, Olga 👋"}
+    assert entry["attaches"] == [{"file_url": "https://x/1.jpg", "big": "https://x/1_200.jpg"},
+                                 {"file_url": "https://x/2.jpg", "big": "https://x/2.jpg"}]
+    assert entry["files"][0]["sha256"] == hashlib.sha256(upload.read_bytes()).hexdigest()
+    assert f"message_id {entry['reply']['data']['message_id']}" in result.stdout
