@@ -259,6 +259,253 @@ def listen(
     raise typer.Exit(outcome.exit_code)
 
 
+# --- the panel's side: user-info, user-media, reply, check -----------------------------------
+
+
+def _findings(out: Output, findings: list[Any]) -> None:
+    """Notices, warnings and violations of a contract check, on stderr."""
+    styles = {"notice": "dim", "warning": "yellow", "violation": "bold red"}
+    for f in findings:
+        out.note(f"{f.level}: {f}", style=styles[f.level])
+
+
+def _render_judged(out: Output, json_mode: bool, kind: str, judged: Any) -> None:
+    """user-info/user-media output: the object (table, list or JSON), then findings; exit 1 on violations."""
+    data = judged.data
+    if json_mode:
+        out.json(data)
+    elif isinstance(data, dict):
+        if kind == "user_info":
+            rows = [(key, data[key]) for key in ("id", "name", "gender", "avatar", "balance", "location", "about")
+                    if key in data]
+            custom = data.get("custom")
+            for attr in custom if isinstance(custom, list) else []:
+                if isinstance(attr, dict):
+                    rows.append((f"custom: {attr.get('name')}", attr.get("value")))
+            out.table(rows, title=f"User {data.get('id', '?')}")
+        else:
+            media = data.get("media") if isinstance(data.get("media"), list) else []
+            out.line(f"{len(media)} media")
+            for k, item in enumerate(media, 1):
+                if isinstance(item, dict):
+                    out.line(f"{k}. {item.get('url')}  (big: {item.get('big', '-')})")
+    _findings(out, judged.findings)
+    if judged.violations:
+        from opcli.errors import RemoteError
+
+        n = len(judged.violations)
+        raise RemoteError(f"{judged.reply.url}: the reply breaks the contract ({n} violation{'s' * (n != 1)})")
+
+
+def _fetch(ctx: typer.Context, kind: str, user_id: int, timeout: float | None, verbose: bool,
+           json_out: bool) -> None:
+    from opcli import client
+    from opcli.output import Output
+    from opcli.panel import fetch
+
+    out = Output(json_out)
+    site = ctx.obj.load().site
+    with client.make_client(site, timeout) as http:
+        judged = fetch(http, site, kind, user_id, _logger(out, verbose))
+    _render_judged(out, json_out, kind, judged)
+
+
+@command(name="user-info")
+def user_info(
+    ctx: typer.Context,
+    user_id: int = typer.Argument(..., min=0, help="The user whose profile the operator opens."),
+    timeout: float | None = TIMEOUT_OPT,
+    verbose: bool = VERBOSE_OPT,
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Call the site's user-info webhook as the panel does and check the reply."""
+    _fetch(ctx, "user_info", user_id, timeout, verbose, json_out)
+
+
+@command(name="user-media")
+def user_media(
+    ctx: typer.Context,
+    user_id: int = typer.Argument(..., min=0, help="The user whose private media the operator opens."),
+    timeout: float | None = TIMEOUT_OPT,
+    verbose: bool = VERBOSE_OPT,
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Call the site's user-media webhook as the panel does and check the reply."""
+    _fetch(ctx, "user_media", user_id, timeout, verbose, json_out)
+
+
+@command()
+def reply(
+    ctx: typer.Context,
+    bot: int = typer.Option(..., "--bot", min=0, help="The bot who replies (user_id).", show_default=False),
+    user: int = typer.Option(..., "--user", min=0, help="The site user who receives it (contact_id).",
+                             show_default=False),
+    message: str | None = typer.Option(None, "-m", "--message", help="Message text; - reads stdin.",
+                                       show_default=False),
+    attach: Path | None = ATTACH_OPT,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the request and a curl command; send nothing."),
+    timeout: float | None = TIMEOUT_OPT,
+    verbose: bool = VERBOSE_OPT,
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Send an operator's reply to the site's send-message webhook, as the panel does."""
+    from opcli import client
+    from opcli.output import Output
+    from opcli.panel import operator_reply
+
+    text = _message(message)
+    attach = client.check_file(attach)
+    if not text and attach is None:
+        raise UsageError("nothing to send: give -m TEXT or --attach FILE")
+    out = Output(json_out)
+    site = ctx.obj.load().site
+    request = operator_reply(site, bot, user, text or "", attach)
+    if dry_run:
+        _dry_run(out, json_out, request)
+        return
+    with client.make_client(site, timeout) as http:
+        answer = client.send(http, request, _logger(out, verbose))
+    _render_reply(out, json_out, answer, f"Delivered to {request.url}")
+
+
+def _check_row(out: Output, check: Any) -> None:
+    mark, style = ("PASS", "green") if check.ok else ("FAIL", "bold red")
+    out.line(f"{mark}  {check.name:<34} {check.ms:>7.0f} ms  {check.detail}", style=style)
+
+
+@command()
+def check(
+    ctx: typer.Context,
+    user: int | None = typer.Option(None, "--user", min=0, help="A user the site knows (default: check.user).",
+                                    show_default=False),
+    bot: int | None = typer.Option(None, "--bot", min=0, help="A bot for --send (default: check.bot).",
+                                   show_default=False),
+    send_messages: bool = typer.Option(False, "--send", help="Also check send-message: delivers real messages."),
+    junit: Path | None = typer.Option(None, "--junit", help="Write a JUnit XML report to FILE.", dir_okay=False,
+                                      show_default=False),
+    timeout: float | None = TIMEOUT_OPT,
+    json_out: bool = JSON_OPT,
+) -> None:
+    """Run the conformance suite against the site's three webhooks."""
+    from opcli.conformance import junit_xml
+    from opcli.output import Output
+
+    out = Output(json_out)
+    site = ctx.obj.load().site
+    user = user if user is not None else site.check.get("user")
+    bot = bot if bot is not None else site.check.get("bot")
+    if user is None or (send_messages and bot is None):
+        missing = "--user" if user is None else "--bot"
+        raise UsageError(f"give {missing} or set check.{missing[2:]} for site '{site.name}' in the config")
+    report = _run_check(out, json_out, site, user, bot or 0, send_messages, timeout)
+    if junit is not None:
+        try:
+            junit.write_bytes(junit_xml(report))
+        except OSError as exc:
+            raise UsageError(f"cannot write {junit}: {exc.strerror}") from None
+    if report.failed:
+        from opcli.errors import RemoteError
+
+        raise RemoteError(f"{report.failed} of {len(report.checks)} checks failed against site '{site.name}'")
+
+
+def _run_check(out: Output, json_mode: bool, site: Any, user: int, bot: int, send_messages: bool,
+               timeout: float | None) -> Any:
+    from opcli import client
+    from opcli.conformance import run_checks
+
+    with client.make_client(site, timeout) as http:
+        report = run_checks(http, site, user, bot, send_messages,
+                            on_check=None if json_mode else (lambda c: _check_row(out, c)))
+    if json_mode:
+        out.json(report.as_dict())
+    else:
+        out.note(f"{report.passed} checks passed, {report.failed} failed", style="bold")
+    return report
+
+
+# --- demo --------------------------------------------------------------------------------
+
+
+@command()
+def demo(ctx: typer.Context) -> None:
+    """Start a listener on a free port and run send, user-info, user-media, reply and check against it."""
+    import dataclasses
+    import shlex
+    import tempfile
+
+    from opcli import client
+    from opcli.conformance import TINY_PNG
+    from opcli.errors import RemoteError
+    from opcli.listener import InThread, create_app, routes_of
+    from opcli.output import Output
+    from opcli.panel import fetch, operator_reply
+
+    config = ctx.obj.load(listen=True)
+    out = Output()
+    calls: list[dict[str, Any]] = []
+    user, bot = config.site.check.get("user", 42), config.site.check.get("bot", 7)
+    failed: list[str] = []
+
+    def step(title: str, argv: list[str], run: Any) -> None:
+        out.line("")
+        out.line(f"== {title}: opcli {' '.join(map(shlex.quote, argv))}", style="bold cyan")
+        try:
+            run()
+        except OpcliError as exc:
+            out.error(str(exc))
+            failed.append(title)
+
+    with tempfile.TemporaryDirectory(prefix="opcli-demo-") as tmp, \
+            InThread(create_app(config, on_call=calls.append)) as server:
+        paths = {kind: path for path, kind in routes_of(config.site).items()}
+        site = dataclasses.replace(
+            config.site, panel_url=server.url + paths.get("message_sent", "/"),
+            webhooks={k: server.url + p for k, p in paths.items() if k != "message_sent"})
+        out.line(f"Listener ready: {server.url} (site '{site.name}', token {_masked(site.token)})", style="bold")
+        photo = Path(tmp) / "hello.png"
+        photo.write_bytes(TINY_PNG)
+        http = client.make_client(site)
+        with http:
+            message = "Hello from opcli demo!"
+            photo_url = "https://cdn.example.com/demo/1.jpg"
+            step("the site sends a message to the panel",
+                 ["send", "--user", str(user), "--bot", str(bot), "-m", message, "--photo", photo_url,
+                  "--attach", str(photo)],
+                 lambda: _render_reply(out, False, client.send(http, client.message_sent(
+                     site, user, bot, message, _photos([photo_url], []), photo)), f"Sent to {site.panel_url}"))
+            step("the panel opens the user's profile", ["user-info", str(user)],
+                 lambda: _render_judged(out, False, "user_info", fetch(http, site, "user_info", user)))
+            step("the panel opens the user's private media", ["user-media", str(user)],
+                 lambda: _render_judged(out, False, "user_media", fetch(http, site, "user_media", user)))
+            answer = "Hi! How are you?"
+            step("an operator replies", ["reply", "--bot", str(bot), "--user", str(user), "-m", answer],
+                 lambda: _render_reply(out, False, client.send(http, operator_reply(site, bot, user, answer)),
+                                       f"Delivered to {site.webhooks.get('send_message')}"))
+
+            def conformance() -> None:
+                report = _run_check(out, False, site, user, bot, True, None)
+                if report.failed:
+                    raise RemoteError(f"{report.failed} checks failed")
+
+            step("the conformance suite", ["check", "--send"], conformance)
+    out.line("")
+    rejected = sum(1 for c in calls if c["status"] >= 400)
+    summary = (f"The listener received {len(calls)} calls ({rejected} rejected on purpose by the token checks "
+               "and the bad-id check).")
+    if failed:
+        out.error(f"demo: {len(failed)} step(s) failed: {', '.join(failed)}")
+        raise typer.Exit(1)
+    out.line(f"Demo finished: all 5 steps worked. {summary}", style="bold green")
+    out.line("Next: run `opcli listen` in one terminal and the same commands in another.")
+
+
+def _masked(token: str) -> str:
+    from opcli.protocol import mask_token
+
+    return mask_token(token)
+
+
 # --- config --------------------------------------------------------------------------------
 
 

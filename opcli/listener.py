@@ -540,3 +540,31 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None, c
         if journal_file is not None:
             journal_file.close()
     return Outcome(code, recorder.counted, recorder.rejected, why)
+
+
+class InThread:
+    """An ASGI app under uvicorn in a background thread on a loopback port (``opcli demo``, tests)."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        import threading
+
+        import uvicorn
+
+        self.sock = bind(host, port)
+        self.url = f"http://{host}:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> InThread:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()

@@ -56,6 +56,7 @@ class Output:
             self.out.print(text, style=style, markup=False)
         else:
             sys.stdout.write(text + "\n")
+            sys.stdout.flush()  # keeps stdout and stderr in order when both go to one pipe
 
     def note(self, text: str, style: str | None = None) -> None:
         """A notice on stderr."""

@@ -8,7 +8,6 @@ import http.server
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,42 +169,21 @@ def stdlib_server() -> Iterator[StdlibServer]:
 # --- uvicorn in a thread: for Starlette apps (the listener, deliberately broken sites) ----
 
 
-class UvicornThread:
-    def __init__(self, asgi_app: Any) -> None:
-        import uvicorn
-
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(asgi_app, log_config=None, access_log=False, lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.sock.close()
-
-
 @pytest.fixture
-def serve() -> Iterator[Callable[[Any], UvicornThread]]:
+def serve() -> Iterator[Callable[[Any], Any]]:
     """Start an ASGI app under uvicorn on a free port; stopped after the test."""
-    started: list[UvicornThread] = []
+    from opcli.listener import InThread
 
-    def start(asgi_app: Any) -> UvicornThread:
-        server = UvicornThread(asgi_app)
+    started: list[InThread] = []
+
+    def start(asgi_app: Any) -> InThread:
+        server = InThread(asgi_app).__enter__()
         started.append(server)
         return server
 
     yield start
     for server in started:
-        server.close()
+        server.__exit__(None, None, None)
 
 
 # --- `opcli listen` as a real subprocess --------------------------------------------------

@@ -1,0 +1,47 @@
+"""The panel's side: calling a site's webhooks as the deployed panel does, and judging the replies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from opcli.client import Log, Reply, send, webhook
+from opcli.config import Site
+from opcli.protocol import Finding, check_reply
+
+
+@dataclass
+class Judged:
+    """A webhook's reply with the object it carried (unwrapped) and what the contract says of it."""
+
+    reply: Reply
+    data: Any = None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def violations(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "violation"]
+
+
+def judge(kind: str, reply: Reply, user_id: int | None) -> Judged:
+    """Check a user-info or user-media reply: status, JSON, envelope, then the contract."""
+    if not 200 <= reply.status < 300:
+        return Judged(reply, reply.data, [Finding("violation", "", reply.failure() or f"HTTP {reply.status}")])
+    if not reply.is_json:
+        return Judged(reply, None, [Finding("violation", "", f"the reply is {reply.describe_body()}")])
+    data, findings = check_reply(kind, reply.data, user_id)
+    return Judged(reply, data, findings)
+
+
+def fetch(client: httpx.Client, site: Site, kind: str, user_id: int, log: Log | None = None) -> Judged:
+    """``user-info`` / ``user-media``: POST token + user_id to the site's webhook and judge the reply."""
+    return judge(kind, send(client, webhook(site, kind, [("user_id", str(user_id))]), log), user_id)
+
+
+def operator_reply(site: Site, bot: int, user: int, message: str, attach: Path | None = None) -> Any:
+    """The operator's reply to the site's send-message webhook: ``user_id`` = bot, ``contact_id`` = user."""
+    return webhook(site, "send_message",
+                   [("user_id", str(bot)), ("contact_id", str(user)), ("message", message)], attach)
