@@ -183,11 +183,27 @@ def send(
     timeout: float | None = TIMEOUT_OPT,
     verbose: bool = VERBOSE_OPT,
     json_out: bool = JSON_OPT,
+    batch: str | None = typer.Option(None, "--batch", help="Send every message of FILE (JSON Lines or CSV; "
+                                     "- reads stdin), concurrently.", show_default=False, metavar="FILE"),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, max=1000, help="With --batch: requests in flight."),
+    rate: float | None = typer.Option(None, "--rate", min=0.001, help="With --batch: at most R messages per second.",
+                                      show_default=False),
+    retries: int = typer.Option(0, "--retries", min=0, max=20, help="With --batch: retry connection failures "
+                                "(never a request that was sent) N times, with backoff."),
 ) -> None:
-    """Send a message_sent event to the panel, as the site does."""
+    """Send a message_sent event to the panel, as the site does (or many, with --batch)."""
     from opcli import client
     from opcli.output import Output
 
+    if batch is not None:
+        given = [flag for flag, value in (("--user", user), ("--bot", bot), ("-m", message), ("--photo", photo),
+                                          ("--big", big), ("--attach", attach), ("--dry-run", dry_run),
+                                          ("-v", verbose)) if value]
+        if given:
+            raise typer.BadParameter(f"--batch takes every message from FILE; drop {', '.join(given)}",
+                                     param_hint="'--batch'")
+        _send_batch(ctx, batch, concurrency, rate, retries, timeout, json_out)
+        return
     if user is None or bot is None:
         raise typer.BadParameter("both --user and --bot are required", param_hint="'--user' / '--bot'")
     text = _message(message)
@@ -204,6 +220,59 @@ def send(
     with client.make_client(config.site, timeout) as http:
         reply = client.send(http, request, _logger(out, verbose))
     _render_reply(out, json_out, reply, f"Sent to {request.url}")
+
+
+def _send_batch(ctx: typer.Context, source: str, concurrency: int, rate: float | None, retries: int,
+                timeout: float | None, json_out: bool) -> None:
+    from contextlib import nullcontext
+
+    from opcli.batch import send_batch
+    from opcli.errors import RemoteError
+    from opcli.output import Output
+
+    out = Output(json_out)
+    site = ctx.obj.load().site
+    progress = nullcontext()
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        progress = Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=out.err, transient=True)
+    with progress:
+        task = progress.add_task("send", total=_count_lines(source)) if sys.stderr.isatty() else None
+
+        def on_result(result: dict[str, Any]) -> None:
+            if json_out:
+                out.json(result)
+            elif not result["ok"]:
+                detail = result["error"] or f"HTTP {result['status']}"
+                out.warn(detail if detail.startswith("line ") else f"line {result['line']}: {detail}")
+            if task is not None:
+                progress.advance(task)
+
+        summary = send_batch(site, source, concurrency=concurrency, rate=rate, retries=retries, timeout=timeout,
+                             stdin=sys.stdin, on_result=on_result)
+    shown = summary.as_dict()
+    if json_out:
+        out.json({"summary": shown})
+    invalid = f" ({summary.invalid} invalid line{'s' * (summary.invalid != 1)})" if summary.invalid else ""
+    out.note(f"Sent {summary.sent} of {summary.total} messages in {shown['seconds']} s "
+             f"({shown['messages_per_second']} msg/s); {summary.failed} failed{invalid}; latency p50 "
+             f"{shown['p50_ms']} ms, p95 {shown['p95_ms']} ms, p99 {shown['p99_ms']} ms")
+    if summary.failed:
+        raise RemoteError(f"{summary.failed} of {summary.total} messages failed")
+
+
+def _count_lines(source: str) -> int | None:
+    """The number of input lines, for the progress bar (None for stdin)."""
+    if source == "-":
+        return None
+    try:
+        with open(source, "rb") as stream:
+            lines = sum(1 for line in stream if line.strip())
+    except OSError:
+        return None
+    return lines - 1 if source.lower().endswith(".csv") else lines
 
 
 def _photos(photos: list[str], bigs: list[str]) -> list[Any]:

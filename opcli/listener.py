@@ -234,7 +234,8 @@ class Listener:
         self.message_ids = itertools.count(1001)
         self.journal: list[dict[str, Any]] = [] if on_call is None else None  # kept in memory for tests
 
-    def record(self, entry: dict[str, Any]) -> None:
+    async def record(self, entry: dict[str, Any]) -> None:
+        """Hand an entry on once its reply was sent (async: a sync task would cost a thread hop)."""
         if self.on_call is not None:
             self.on_call(entry)
         else:
