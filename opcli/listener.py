@@ -28,10 +28,9 @@ from urllib.parse import unquote_to_bytes, urlsplit
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route, request_response
+from starlette.routing import Route
 
 from opcli import __version__
 from opcli.config import Config, Site
@@ -234,15 +233,25 @@ class Listener:
         self.message_ids = itertools.count(1001)
         self.journal: list[dict[str, Any]] = [] if on_call is None else None  # kept in memory for tests
 
-    async def record(self, entry: dict[str, Any]) -> None:
-        """Hand an entry on once its reply was sent (async: a sync task would cost a thread hop)."""
+    def record(self, entry: dict[str, Any]) -> None:
+        """Hand an entry on once its reply was sent."""
         if self.on_call is not None:
             self.on_call(entry)
         else:
             self.journal.append(entry)
 
-    async def handle(self, request: Request) -> Response:
-        path, method = request.url.path, request.method
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """The ASGI endpoint for every path and method: answer, then journal the call."""
+        request = Request(scope, receive)
+        response, entry = await self.handle(request)
+        try:
+            await response(scope, receive, send)
+        finally:
+            self.record(entry)
+
+    async def handle(self, request: Request) -> tuple[Response, dict[str, Any]]:
+        """The reply to one call and its journal entry (errors are JSON, never raised)."""
+        path, method = request.scope["path"], request.method
         kind = self.routes.get(path) if method == "POST" else None
         entry: dict[str, Any] = {
             "event": "call", "seq": None, "time": _now(), "kind": kind or "unknown", "method": method,
@@ -266,18 +275,17 @@ class Listener:
         except Exception as exc:  # a bug must not stop the listener: answer 500 and journal it
             status, reply = 500, {"status": 0, "message": f"listener error: {type(exc).__name__}: {exc}"}
         entry["status"], entry["reply"] = status, reply
-        return JSONResponse(reply, status, headers=headers, background=BackgroundTask(self.record, entry))
+        return JSONResponse(reply, status, headers=headers), entry
 
-    def _index(self, request: Request, entry: dict[str, Any]) -> Response:
+    def _index(self, request: Request, entry: dict[str, Any]) -> tuple[Response, dict[str, Any]]:
         info = {"opcli": __version__, "site": self.site.name,
                 "endpoints": {kind: path for path, kind in self.routes.items()}}
         entry["status"], entry["reply"] = 200, info
-        task = BackgroundTask(self.record, entry)
         if "text/html" in request.headers.get("accept", ""):
             rows = "".join(f"<li><code>POST {p}</code> &mdash; {k}</li>" for p, k in self.routes.items())
             return HTMLResponse(f"<!doctype html><title>opcli listen</title><h1>opcli listen</h1>"
-                                f"<p>site <b>{self.site.name}</b></p><ul>{rows}</ul>", background=task)
-        return JSONResponse(info, background=task)
+                                f"<p>site <b>{self.site.name}</b></p><ul>{rows}</ul>"), entry
+        return JSONResponse(info), entry
 
     async def _call(self, request: Request, kind: str, entry: dict[str, Any]) -> tuple[int, Any]:
         body = _Body(self.save_dir)
@@ -361,21 +369,12 @@ class Listener:
         return 200, {"media": self.listen.media.get(user, [])}
 
 
-class _AnyMethod:
-    """An ASGI endpoint, so that Route passes every method: the listener answers 404/405 in JSON."""
-
-    def __init__(self, handler: Callable[[Request], Any]) -> None:
-        self.app = request_response(handler)
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
-
-
 def create_app(config: Config, save_dir: Path | None = None,
                on_call: Callable[[dict[str, Any]], None] | None = None) -> Starlette:
     """The listener's Starlette app. Without ``on_call``, entries collect in ``app.state.listener.journal``."""
     listener = Listener(config, save_dir, on_call)
-    app = Starlette(routes=[Route("/{path:path}", _AnyMethod(listener.handle))])
+    # the listener is an ASGI endpoint (not a function), so the route passes every method to it
+    app = Starlette(routes=[Route("/{path:path}", listener)])
     app.state.listener = listener
     return app
 

@@ -70,10 +70,14 @@ class Output:
             self.err.print(f"opcli: error: {line}", style="bold red", markup=False)
 
     def call(self, entry: dict[str, Any]) -> None:
-        """One listener call as a compact block on stdout."""
-        for text, style in call_block(entry):
-            self.line(text, style)
-        sys.stdout.flush()
+        """One listener call as a compact block on stdout (one write when not a terminal)."""
+        block = call_block(entry)
+        if self.tty:
+            for text, style in block:
+                self.out.print(text, style=style, markup=False)
+        else:
+            sys.stdout.write("".join(text + "\n" for text, _ in block))
+            sys.stdout.flush()
 
     def table(self, rows: Iterable[tuple[str, Any]], title: str | None = None) -> None:
         """Key/value rows: a rich table on a terminal, ``key: value`` lines otherwise."""
