@@ -20,7 +20,8 @@ from starlette.routing import Route
 
 TOKEN = b"dev-token"
 PROFILE = {"name": "Olga", "gender": "female", "avatar": "https://cdn.example.com/u/42/avatar.jpg",
-           "balance": "99.90", "location": "Riga", "about": "Likes jazz", "custom": [{"name": "eyes", "value": "green"}]}
+           "balance": "99.90", "location": "Riga", "about": "Likes jazz",
+           "custom": [{"name": "eyes", "value": "green"}]}
 
 
 def plain_app(journal_path: str) -> Starlette:

@@ -107,5 +107,5 @@ class Table:
         widths = [max(len(str(r[i])) for r in [headers, *self.rows]) for i in range(6)]
         print(f"\n{self.title}")
         for row in [headers, *self.rows]:
-            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         sys.exit(1 if self.missed else 0)
