@@ -1,7 +1,7 @@
 """The listener benchmark's baselines, served exactly as `opcli listen` serves (same uvicorn settings).
 
-    python baseline_apps.py plain PORT JOURNAL   # Starlette, the obvious way
-    python baseline_apps.py bare PORT            # a bare ASGI app returning a fixed body
+python baseline_apps.py plain PORT JOURNAL   # Starlette, the obvious way
+python baseline_apps.py bare PORT            # a bare ASGI app returning a fixed body
 """
 
 from __future__ import annotations
@@ -19,9 +19,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 TOKEN = b"dev-token"
-PROFILE = {"name": "Olga", "gender": "female", "avatar": "https://cdn.example.com/u/42/avatar.jpg",
-           "balance": "99.90", "location": "Riga", "about": "Likes jazz",
-           "custom": [{"name": "eyes", "value": "green"}]}
+PROFILE = {
+    "name": "Olga",
+    "gender": "female",
+    "avatar": "https://cdn.example.com/u/42/avatar.jpg",
+    "balance": "99.90",
+    "location": "Riga",
+    "about": "Likes jazz",
+    "custom": [{"name": "eyes", "value": "green"}],
+}
 
 
 def plain_app(journal_path: str) -> Starlette:
@@ -35,8 +41,18 @@ def plain_app(journal_path: str) -> Starlette:
         else:
             status, reply = 200, {"id": int(form["user_id"]), **PROFILE}
         fields = {k: v for k, v in form.items() if k != "token"}
-        journal.write(json.dumps({"time": datetime.now(timezone.utc).isoformat(), "path": request.url.path,
-                                  "fields": fields, "status": status, "reply": reply}) + "\n")
+        journal.write(
+            json.dumps(
+                {
+                    "time": datetime.now(timezone.utc).isoformat(),
+                    "path": request.url.path,
+                    "fields": fields,
+                    "status": status,
+                    "reply": reply,
+                }
+            )
+            + "\n"
+        )
         journal.flush()
         return JSONResponse(reply, status)
 
@@ -60,8 +76,9 @@ def main() -> None:
     sock.bind(("127.0.0.1", port))
     sock.listen(1024)
     # the settings opcli listen uses (opcli/listener.py: serve)
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5,
-                            server_header=False)
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5, server_header=False
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 

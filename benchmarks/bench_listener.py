@@ -23,13 +23,19 @@ DURATION, CONNECTIONS, ROUNDS = 8, 32, 3
 
 
 def wrk(wrk_bin: str, url: str, script: Path, seconds: int) -> dict[str, float]:
-    out = subprocess.run([wrk_bin, "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [wrk_bin, "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
-            "non2xx": int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0,
-            "socket_errors": sum(map(int, errors.groups())) if errors else 0}
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "non2xx": int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0,
+        "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+    }
 
 
 def lines(path: Path) -> int:
@@ -59,8 +65,10 @@ def main() -> None:
     wrk_bin = need("wrk", "wrk")
     work = Path(tempfile.mkdtemp(prefix="opcli-bench-listen-"))
     script = work / "post.lua"
-    script.write_text('wrk.method = "POST"\nwrk.body = "token=dev-token&user_id=42"\n'
-                      'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n')
+    script.write_text(
+        'wrk.method = "POST"\nwrk.body = "token=dev-token&user_id=42"\n'
+        'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
+    )
     results: dict[str, list[dict[str, float]]] = {"bare": [], "plain": [], "opcli": []}
     journal_ok = True
     for _ in range(ROUNDS):
@@ -79,18 +87,32 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(30)
             results[kind].append(result)
-            print(f"{kind:>5}: {result['rps']:9.1f} req/s, {result['requests']} requests, "
-                  f"non-2xx {result['non2xx']}, socket errors {result['socket_errors']}"
-                  + (f", journaled {result['journaled']}" if "journaled" in result else ""), file=sys.stderr)
+            print(
+                f"{kind:>5}: {result['rps']:9.1f} req/s, {result['requests']} requests, "
+                f"non-2xx {result['non2xx']}, socket errors {result['socket_errors']}"
+                + (f", journaled {result['journaled']}" if "journaled" in result else ""),
+                file=sys.stderr,
+            )
     rps = {kind: statistics.median(r["rps"] for r in rounds) for kind, rounds in results.items()}
     table = Table(f"Listener: wrk -c{CONNECTIONS} -d{DURATION}s, urlencoded user-info, median of {ROUNDS} (req/s)")
-    table.add("opcli listen --journal", rps["opcli"], "req/s", "plain Starlette", rps["plain"], ">= 0.80x",
-              higher_is_better=True, limit=0.8)
+    table.add(
+        "opcli listen --journal",
+        rps["opcli"],
+        "req/s",
+        "plain Starlette",
+        rps["plain"],
+        ">= 0.80x",
+        higher_is_better=True,
+        limit=0.8,
+    )
     table.add("opcli listen --journal", rps["opcli"], "req/s", "bare ASGI", rps["bare"])
     bad = sum(r["non2xx"] + r["socket_errors"] for r in results["opcli"])
     table.check("zero non-2xx, zero socket errors", bad == 0, f"{bad} in {ROUNDS} runs")
-    table.check("journal holds every request", journal_ok,
-                ", ".join(f"{r['journaled']}/{r['requests']}" for r in results["opcli"]))
+    table.check(
+        "journal holds every request",
+        journal_ok,
+        ", ".join(f"{r['journaled']}/{r['requests']}" for r in results["opcli"]),
+    )
     table.finish()
 
 

@@ -24,10 +24,12 @@ def main() -> None:
         results["help"].append(median_seconds([opcli, "--help"], RUNS // 3))
     baseline = sorted(results["http"])[1] * 1000
     table = Table(f"Start-up, median of {RUNS} runs each (ms)")
-    table.add("opcli --version", sorted(results["version"])[1] * 1000, "ms", "http --version", baseline,
-              "<= 0.50x", limit=0.5)
-    table.add("opcli --help", sorted(results["help"])[1] * 1000, "ms", "http --version", baseline,
-              "<= 0.80x", limit=0.8)
+    table.add(
+        "opcli --version", sorted(results["version"])[1] * 1000, "ms", "http --version", baseline, "<= 0.50x", limit=0.5
+    )
+    table.add(
+        "opcli --help", sorted(results["help"])[1] * 1000, "ms", "http --version", baseline, "<= 0.80x", limit=0.8
+    )
     table.finish()
 
 

@@ -26,8 +26,9 @@ def venv(*extra: str) -> Path:
     if not (BIN / "python").exists():
         print(f"creating {VENV} ...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(BIN / "pip"), "install", "-q", "--disable-pip-version-check", str(ROOT), "httpie", *extra],
-                   check=True)
+    subprocess.run(
+        [str(BIN / "pip"), "install", "-q", "--disable-pip-version-check", str(ROOT), "httpie", *extra], check=True
+    )
     return BIN
 
 
@@ -85,8 +86,17 @@ class Table:
         self.rows: list[tuple[str, str, str, str, str, str]] = []
         self.missed = False
 
-    def add(self, name: str, value: float, unit: str, baseline_name: str, baseline: float | None,
-            budget: str | None = None, higher_is_better: bool = False, limit: float | None = None) -> None:
+    def add(
+        self,
+        name: str,
+        value: float,
+        unit: str,
+        baseline_name: str,
+        baseline: float | None,
+        budget: str | None = None,
+        higher_is_better: bool = False,
+        limit: float | None = None,
+    ) -> None:
         ratio = value / baseline if baseline else None
         ok = "-"
         if budget is not None and limit is not None:
@@ -94,9 +104,16 @@ class Table:
             good = measured >= limit if higher_is_better else measured <= limit
             ok = "PASS" if good else "MISS"
             self.missed |= not good
-        self.rows.append((name, f"{value:,.1f} {unit}",
-                          f"{baseline_name} {baseline:,.1f} {unit}" if baseline else baseline_name,
-                          f"{ratio:.2f}x" if ratio else "-", budget or "-", ok))
+        self.rows.append(
+            (
+                name,
+                f"{value:,.1f} {unit}",
+                f"{baseline_name} {baseline:,.1f} {unit}" if baseline else baseline_name,
+                f"{ratio:.2f}x" if ratio else "-",
+                budget or "-",
+                ok,
+            )
+        )
 
     def check(self, name: str, good: bool, detail: str) -> None:
         self.rows.append((name, detail, "-", "-", "must hold", "PASS" if good else "MISS"))

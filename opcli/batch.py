@@ -97,8 +97,9 @@ def _records(stream: Iterable[str], fmt: str) -> Iterator[tuple[int, dict[str, A
         reader = csv.DictReader(stream)
         missing = {"user", "bot"} - set(reader.fieldnames or ())
         if missing:
-            raise UsageError(f"the CSV header must name the columns {', '.join(COLUMNS)} "
-                             f"(missing: {', '.join(sorted(missing))})")
+            raise UsageError(
+                f"the CSV header must name the columns {', '.join(COLUMNS)} (missing: {', '.join(sorted(missing))})"
+            )
         for row in reader:
             if None in row:
                 yield reader.line_num, f"more cells than the header has columns ({len(reader.fieldnames)})"
@@ -157,9 +158,17 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         rate = self.sent / self.seconds if self.seconds else 0.0
-        return {"total": self.total, "sent": self.sent, "failed": self.failed, "invalid": self.invalid,
-                "seconds": round(self.seconds, 3), "messages_per_second": round(rate, 1),
-                "p50_ms": self.percentile(50), "p95_ms": self.percentile(95), "p99_ms": self.percentile(99)}
+        return {
+            "total": self.total,
+            "sent": self.sent,
+            "failed": self.failed,
+            "invalid": self.invalid,
+            "seconds": round(self.seconds, 3),
+            "messages_per_second": round(rate, 1),
+            "p50_ms": self.percentile(50),
+            "p95_ms": self.percentile(95),
+            "p99_ms": self.percentile(99),
+        }
 
 
 class _Pacer:
@@ -211,8 +220,9 @@ class _Stream(httpcore.AsyncNetworkStream):
     async def aclose(self) -> None:
         self.writer.close()
 
-    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+    async def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.AsyncNetworkStream:
         try:
             await self.writer.start_tls(ssl_context, server_hostname=server_hostname, ssl_handshake_timeout=timeout)
         except TimeoutError:
@@ -224,8 +234,11 @@ class _Stream(httpcore.AsyncNetworkStream):
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":  # an idle keep-alive connection the server has closed
             sock = self.writer.get_extra_info("socket")
-            return self.reader.at_eof() or self.writer.is_closing() or (
-                sock is not None and bool(select.select([sock], [], [], 0)[0]))
+            return (
+                self.reader.at_eof()
+                or self.writer.is_closing()
+                or (sock is not None and bool(select.select([sock], [], [], 0)[0]))
+            )
         if info in ("ssl_object", "socket"):
             return self.writer.get_extra_info(info)
         if info in ("client_addr", "server_addr"):
@@ -240,12 +253,19 @@ class _Backend(httpcore.AsyncNetworkBackend):
     each batch message's CPU time.
     """
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None, socket_options: Any = None) -> _Stream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> _Stream:
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(
-                    host, port, local_addr=(local_address, 0) if local_address else None)
+                    host, port, local_addr=(local_address, 0) if local_address else None
+                )
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"no connection within {timeout}s") from None
         except OSError as exc:
@@ -263,16 +283,22 @@ async def _send(pool: httpcore.AsyncConnectionPool, out: Outgoing, timeouts: dic
     headers, body = out.encode()
     started = time.perf_counter()
     try:
-        response = await pool.request("POST", out.url, headers=headers, content=body,
-                                      extensions={"timeout": timeouts})
+        response = await pool.request("POST", out.url, headers=headers, content=body, extensions={"timeout": timeouts})
     except (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError) as exc:
         raise unreachable(out.url, exc, timeouts["read"]) from None
     return to_reply(out, response.status, response.headers, response.content, started)
 
 
-async def _send_all(site: Site, items: Iterator[Item], concurrency: int, rate: float | None, retries: int,
-                    timeout: float | None, on_result: Callable[[dict[str, Any]], None],
-                    summary: Summary) -> None:
+async def _send_all(
+    site: Site,
+    items: Iterator[Item],
+    concurrency: int,
+    rate: float | None,
+    retries: int,
+    timeout: float | None,
+    on_result: Callable[[dict[str, Any]], None],
+    summary: Summary,
+) -> None:
     queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=concurrency * 4)
     pacer = _Pacer(rate)
     seconds = timeout or site.timeout
@@ -285,12 +311,23 @@ async def _send_all(site: Site, items: Iterator[Item], concurrency: int, rate: f
     async def worker() -> None:
         # one keep-alive connection per worker: httpcore's pool scans all its connections for
         # every request, a quarter of the CPU time when eight share one pool
-        async with httpcore.AsyncConnectionPool(max_connections=1, max_keepalive_connections=1, retries=retries,
-                                                ssl_context=ssl_context, network_backend=backend) as pool:
+        async with httpcore.AsyncConnectionPool(
+            max_connections=1,
+            max_keepalive_connections=1,
+            retries=retries,
+            ssl_context=ssl_context,
+            network_backend=backend,
+        ) as pool:
             while (item := await queue.get()) is not None:
                 await pacer.wait()
-                result: dict[str, Any] = {"line": item.line, "ok": False, "status": None, "reply": None,
-                                          "error": None, "ms": 0.0}
+                result: dict[str, Any] = {
+                    "line": item.line,
+                    "ok": False,
+                    "status": None,
+                    "reply": None,
+                    "error": None,
+                    "ms": 0.0,
+                }
                 started = time.perf_counter()
                 try:
                     reply = await _send(pool, item.request, timeouts)
@@ -301,8 +338,12 @@ async def _send_all(site: Site, items: Iterator[Item], concurrency: int, rate: f
                 except OSError as exc:  # the attach file went away after its line was read
                     result["error"] = f"line {item.line}: cannot read attach file: {exc.strerror or exc}"
                 else:
-                    result.update(ok=reply.ok, status=reply.status, reply=reply.data if reply.is_json else None,
-                                  error=reply.failure())
+                    result.update(
+                        ok=reply.ok,
+                        status=reply.status,
+                        reply=reply.data if reply.is_json else None,
+                        error=reply.failure(),
+                    )
                     summary.latencies.append(reply.ms)
                 result["ms"] = round((time.perf_counter() - started) * 1000, 1)
                 summary.sent += result["ok"]
@@ -316,8 +357,9 @@ async def _send_all(site: Site, items: Iterator[Item], concurrency: int, rate: f
             if item.error is not None:
                 summary.invalid += 1
                 summary.failed += 1
-                on_result({"line": item.line, "ok": False, "status": None, "reply": None,
-                           "error": item.error, "ms": 0.0})
+                on_result(
+                    {"line": item.line, "ok": False, "status": None, "reply": None, "error": item.error, "ms": 0.0}
+                )
                 continue
             await queue.put(item)
         for _ in workers:
@@ -328,9 +370,18 @@ async def _send_all(site: Site, items: Iterator[Item], concurrency: int, rate: f
             task.cancel()
 
 
-def send_batch(site: Site, source: str, *, concurrency: int = 8, rate: float | None = None, retries: int = 0,
-               timeout: float | None = None, fmt: str | None = None, stdin: IO[str] | None = None,
-               on_result: Callable[[dict[str, Any]], None] = lambda r: None) -> Summary:
+def send_batch(
+    site: Site,
+    source: str,
+    *,
+    concurrency: int = 8,
+    rate: float | None = None,
+    retries: int = 0,
+    timeout: float | None = None,
+    fmt: str | None = None,
+    stdin: IO[str] | None = None,
+    on_result: Callable[[dict[str, Any]], None] = lambda r: None,
+) -> Summary:
     """Send every message of ``source`` (a path, or ``-`` for ``stdin``); returns the summary.
 
     ``on_result`` gets each result as it finishes. Raises UnreachableError when no message

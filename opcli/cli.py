@@ -57,13 +57,25 @@ def _version(value: bool) -> None:
 def _main(
     ctx: typer.Context,
     config: Path | None = typer.Option(
-        None, "-c", "--config", help="Config file (default: $OPCLI_CONFIG, ./opcli.yaml, user dir, built-in).",
-        show_default=False),
+        None,
+        "-c",
+        "--config",
+        metavar="PATH",
+        help="Config file (default: $OPCLI_CONFIG, ./opcli.yaml, user dir, built-in).",
+        show_default=False,
+    ),
     site: str | None = typer.Option(
-        None, "-s", "--site", envvar="OPCLI_SITE", help="Site of the config to use (default: default_site).",
-        show_default=False),
-    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
-                                 help="Print the version and exit."),
+        None,
+        "-s",
+        "--site",
+        metavar="NAME",
+        envvar="OPCLI_SITE",
+        help="Site of the config to use (default: default_site).",
+        show_default=False,
+    ),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_version, help="Print the version and exit."
+    ),
 ) -> None:
     ctx.obj = State(config, site)
 
@@ -92,8 +104,9 @@ def command(typer_app: typer.Typer = app, name: str | None = None) -> Any:
             except Exception as exc:  # a bug: say so in one line, traceback only on request
                 if os.environ.get("OPCLI_DEBUG") or type(exc).__module__.startswith(("typer", "click")):
                     raise  # typer's own usage errors and exits keep their usual form
-                _report(RuntimeError(f"internal error: {type(exc).__name__}: {exc} "
-                                     "(set OPCLI_DEBUG=1 for a traceback)"))
+                _report(
+                    RuntimeError(f"internal error: {type(exc).__name__}: {exc} (set OPCLI_DEBUG=1 for a traceback)")
+                )
                 raise typer.Exit(1) from None
 
         return typer_app.command(name)(guarded)
@@ -105,10 +118,17 @@ def command(typer_app: typer.Typer = app, name: str | None = None) -> Any:
 
 JSON_OPT = typer.Option(False, "--json", help="Print JSON on stdout (see the README for its shape).")
 VERBOSE_OPT = typer.Option(False, "-v", "--verbose", help="Show requests and replies on stderr (token masked).")
-TIMEOUT_OPT = typer.Option(None, "--timeout", min=0.001, help="Seconds to wait (default: the site's timeout).",
-                           show_default=False)
-ATTACH_OPT = typer.Option(None, "--attach", help="A file to upload (streamed).", show_default=False,
-                          dir_okay=False)
+TIMEOUT_OPT = typer.Option(
+    None,
+    "--timeout",
+    metavar="SECONDS",
+    min=0.001,
+    help="Seconds to wait (default: the site's timeout).",
+    show_default=False,
+)
+ATTACH_OPT = typer.Option(
+    None, "--attach", metavar="FILE", help="A file to upload (streamed).", show_default=False, dir_okay=False
+)
 
 
 def _message(text: str | None) -> str | None:
@@ -169,39 +189,71 @@ def _dry_run(out: Output, json_mode: bool, request: Any) -> None:
 @command()
 def send(
     ctx: typer.Context,
-    user: int | None = typer.Option(None, "--user", min=0, help="The site user who sends (user_id).",
-                                       show_default=False),
-    bot: int | None = typer.Option(None, "--bot", min=0, help="The bot who receives (contact_id).",
-                                      show_default=False),
-    message: str | None = typer.Option(None, "-m", "--message", help="Message text; - reads stdin.",
-                                          show_default=False),
-    photo: list[str] = typer.Option([], "--photo", help="URL of a photo (repeatable).", show_default=False),
-    big: list[str] = typer.Option([], "--big", help="Thumbnail URL of the k-th --photo (repeatable).",
-                                  show_default=False),
+    user: int | None = typer.Option(
+        None, "--user", metavar="ID", min=0, help="The site user who sends (user_id).", show_default=False
+    ),
+    bot: int | None = typer.Option(
+        None, "--bot", metavar="ID", min=0, help="The bot who receives (contact_id).", show_default=False
+    ),
+    message: str | None = typer.Option(
+        None, "-m", "--message", metavar="TEXT", help="Message text; - reads stdin.", show_default=False
+    ),
+    photo: list[str] = typer.Option(
+        [], "--photo", metavar="URL", help="URL of a photo (repeatable).", show_default=False
+    ),
+    big: list[str] = typer.Option(
+        [], "--big", metavar="URL", help="Thumbnail URL of the k-th --photo (repeatable).", show_default=False
+    ),
     attach: Path | None = ATTACH_OPT,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the request and a curl command; send nothing."),
     timeout: float | None = TIMEOUT_OPT,
     verbose: bool = VERBOSE_OPT,
     json_out: bool = JSON_OPT,
-    batch: str | None = typer.Option(None, "--batch", help="Send every message of FILE (JSON Lines or CSV; "
-                                     "- reads stdin), concurrently.", show_default=False, metavar="FILE"),
-    concurrency: int = typer.Option(8, "--concurrency", min=1, max=1000, help="With --batch: requests in flight."),
-    rate: float | None = typer.Option(None, "--rate", min=0.001, help="With --batch: at most R messages per second.",
-                                      show_default=False),
-    retries: int = typer.Option(0, "--retries", min=0, max=20, help="With --batch: retry connection failures "
-                                "(never a request that was sent) N times, with backoff."),
+    batch: str | None = typer.Option(
+        None,
+        "--batch",
+        help="Send every message of FILE (JSON Lines or CSV; - reads stdin), concurrently.",
+        show_default=False,
+        metavar="FILE",
+    ),
+    concurrency: int = typer.Option(
+        8, "--concurrency", metavar="N", min=1, max=1000, help="With --batch: requests in flight."
+    ),
+    rate: float | None = typer.Option(
+        None, "--rate", metavar="R", min=0.001, help="With --batch: at most R messages per second.", show_default=False
+    ),
+    retries: int = typer.Option(
+        0,
+        "--retries",
+        metavar="N",
+        min=0,
+        max=20,
+        help="With --batch: retry connection failures (never a request that was sent) N times, with backoff.",
+    ),
 ) -> None:
     """Send a message_sent event to the panel, as the site does (or many, with --batch)."""
     from opcli import client
     from opcli.output import Output
 
     if batch is not None:
-        given = [flag for flag, value in (("--user", user), ("--bot", bot), ("-m", message), ("--photo", photo),
-                                          ("--big", big), ("--attach", attach), ("--dry-run", dry_run),
-                                          ("-v", verbose)) if value]
+        given = [
+            flag
+            for flag, value in (
+                ("--user", user),
+                ("--bot", bot),
+                ("-m", message),
+                ("--photo", photo),
+                ("--big", big),
+                ("--attach", attach),
+                ("--dry-run", dry_run),
+                ("-v", verbose),
+            )
+            if value
+        ]
         if given:
-            raise typer.BadParameter(f"--batch takes every message from FILE; drop {', '.join(given)}",
-                                     param_hint="'--batch'")
+            raise typer.BadParameter(
+                f"--batch takes every message from FILE; drop {', '.join(given)}", param_hint="'--batch'"
+            )
         _send_batch(ctx, batch, concurrency, rate, retries, timeout, json_out)
         return
     if user is None or bot is None:
@@ -222,8 +274,15 @@ def send(
     _render_reply(out, json_out, reply, f"Sent to {request.url}")
 
 
-def _send_batch(ctx: typer.Context, source: str, concurrency: int, rate: float | None, retries: int,
-                timeout: float | None, json_out: bool) -> None:
+def _send_batch(
+    ctx: typer.Context,
+    source: str,
+    concurrency: int,
+    rate: float | None,
+    retries: int,
+    timeout: float | None,
+    json_out: bool,
+) -> None:
     from contextlib import nullcontext
 
     from opcli.batch import send_batch
@@ -236,8 +295,14 @@ def _send_batch(ctx: typer.Context, source: str, concurrency: int, rate: float |
     if sys.stderr.isatty():
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        progress = Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=out.err, transient=True)
+        progress = Progress(
+            TextColumn("sending"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=out.err,
+            transient=True,
+        )
     with progress:
         task = progress.add_task("send", total=_count_lines(source)) if sys.stderr.isatty() else None
 
@@ -250,15 +315,25 @@ def _send_batch(ctx: typer.Context, source: str, concurrency: int, rate: float |
             if task is not None:
                 progress.advance(task)
 
-        summary = send_batch(site, source, concurrency=concurrency, rate=rate, retries=retries, timeout=timeout,
-                             stdin=sys.stdin, on_result=on_result)
+        summary = send_batch(
+            site,
+            source,
+            concurrency=concurrency,
+            rate=rate,
+            retries=retries,
+            timeout=timeout,
+            stdin=sys.stdin,
+            on_result=on_result,
+        )
     shown = summary.as_dict()
     if json_out:
         out.json({"summary": shown})
     invalid = f" ({summary.invalid} invalid line{'s' * (summary.invalid != 1)})" if summary.invalid else ""
-    out.note(f"Sent {summary.sent} of {summary.total} messages in {shown['seconds']} s "
-             f"({shown['messages_per_second']} msg/s); {summary.failed} failed{invalid}; latency p50 "
-             f"{shown['p50_ms']} ms, p95 {shown['p95_ms']} ms, p99 {shown['p99_ms']} ms")
+    out.note(
+        f"Sent {summary.sent} of {summary.total} messages in {shown['seconds']} s "
+        f"({shown['messages_per_second']} msg/s); {summary.failed} failed{invalid}; latency p50 "
+        f"{shown['p50_ms']} ms, p95 {shown['p95_ms']} ms, p99 {shown['p99_ms']} ms"
+    )
     if summary.failed:
         raise RemoteError(f"{summary.failed} of {summary.total} messages failed")
 
@@ -277,8 +352,10 @@ def _count_lines(source: str) -> int | None:
 
 def _photos(photos: list[str], bigs: list[str]) -> list[Any]:
     if len(bigs) > len(photos):
-        raise UsageError(f"{len(bigs)} --big for {len(photos)} --photo: each --big is the thumbnail "
-                         "of the --photo in the same position")
+        raise UsageError(
+            f"{len(bigs)} --big for {len(photos)} --photo: each --big is the thumbnail "
+            "of the --photo in the same position"
+        )
     from opcli.protocol import Photo
 
     for url in photos + bigs:
@@ -293,19 +370,48 @@ def _photos(photos: list[str], bigs: list[str]) -> list[Any]:
 @command()
 def listen(
     ctx: typer.Context,
-    host: str | None = typer.Option(None, "--host", help="Address to bind (default: listen.host, the site's "
-                                       "loopback URLs, 127.0.0.1).", show_default=False),
-    port: int | None = typer.Option(None, "--port", min=0, max=65535, help="Port; 0 picks a free one.",
-                                       show_default=False),
-    count: int | None = typer.Option(None, "--count", min=1, help="Exit after N calls to the endpoints "
-                                        "(0 if all were accepted, 1 if any was rejected).", show_default=False),
-    timeout: float | None = typer.Option(None, "--timeout", min=0.001, help="Seconds to run after the "
-                                            "ready line; with --count, 124 when they did not all come.",
-                                            show_default=False),
-    journal: Path | None = typer.Option(None, "--journal", help="Append every call as a JSON line to FILE.",
-                                           show_default=False, dir_okay=False),
-    save_dir: Path | None = typer.Option(None, "--save-dir", help="Keep uploaded files in DIR "
-                                            "(safe generated names).", show_default=False, file_okay=False),
+    host: str | None = typer.Option(
+        None,
+        "--host",
+        metavar="HOST",
+        help="Address to bind (default: listen.host, the site's loopback URLs, 127.0.0.1).",
+        show_default=False,
+    ),
+    port: int | None = typer.Option(
+        None, "--port", metavar="PORT", min=0, max=65535, help="Port; 0 picks a free one.", show_default=False
+    ),
+    count: int | None = typer.Option(
+        None,
+        "--count",
+        metavar="N",
+        min=1,
+        help="Exit after N calls to the endpoints (0 if all were accepted, 1 if any was rejected).",
+        show_default=False,
+    ),
+    timeout: float | None = typer.Option(
+        None,
+        "--timeout",
+        metavar="SECONDS",
+        min=0.001,
+        help="Seconds to run after the ready line; with --count, 124 when they did not all come.",
+        show_default=False,
+    ),
+    journal: Path | None = typer.Option(
+        None,
+        "--journal",
+        metavar="FILE",
+        help="Append every call as a JSON line to FILE.",
+        show_default=False,
+        dir_okay=False,
+    ),
+    save_dir: Path | None = typer.Option(
+        None,
+        "--save-dir",
+        metavar="DIR",
+        help="Keep uploaded files in DIR (safe generated names).",
+        show_default=False,
+        file_okay=False,
+    ),
     json_out: bool = typer.Option(False, "--json", help="Write every call as a JSON line on stdout."),
 ) -> None:
     """Serve the site's webhooks and the panel's endpoint locally; print every call."""
@@ -322,8 +428,18 @@ def listen(
                 out.note(f"  {kind:<13} POST {endpoint}")
         sys.stderr.flush()
 
-    outcome = serve(config, host=host, port=port, count=count, timeout=timeout, journal=journal,
-                    save_dir=save_dir, json_mode=json_out, human=out.call, announce=announce)
+    outcome = serve(
+        config,
+        host=host,
+        port=port,
+        count=count,
+        timeout=timeout,
+        journal=journal,
+        save_dir=save_dir,
+        json_mode=json_out,
+        human=out.call,
+        announce=announce,
+    )
     out.note(f"Stopped ({outcome.reason}): {outcome.counted} calls, {outcome.rejected} rejected")
     raise typer.Exit(outcome.exit_code)
 
@@ -345,8 +461,11 @@ def _render_judged(out: Output, json_mode: bool, kind: str, judged: Any) -> None
         out.json(data)
     elif isinstance(data, dict):
         if kind == "user_info":
-            rows = [(key, data[key]) for key in ("id", "name", "gender", "avatar", "balance", "location", "about")
-                    if key in data]
+            rows = [
+                (key, data[key])
+                for key in ("id", "name", "gender", "avatar", "balance", "location", "about")
+                if key in data
+            ]
             custom = data.get("custom")
             for attr in custom if isinstance(custom, list) else []:
                 if isinstance(attr, dict):
@@ -366,8 +485,7 @@ def _render_judged(out: Output, json_mode: bool, kind: str, judged: Any) -> None
         raise RemoteError(f"{judged.reply.url}: the reply breaks the contract ({n} violation{'s' * (n != 1)})")
 
 
-def _fetch(ctx: typer.Context, kind: str, user_id: int, timeout: float | None, verbose: bool,
-           json_out: bool) -> None:
+def _fetch(ctx: typer.Context, kind: str, user_id: int, timeout: float | None, verbose: bool, json_out: bool) -> None:
     from opcli import client
     from opcli.output import Output
     from opcli.panel import fetch
@@ -382,7 +500,7 @@ def _fetch(ctx: typer.Context, kind: str, user_id: int, timeout: float | None, v
 @command(name="user-info")
 def user_info(
     ctx: typer.Context,
-    user_id: int = typer.Argument(..., min=0, help="The user whose profile the operator opens."),
+    user_id: int = typer.Argument(..., min=0, metavar="ID", help="The user whose profile the operator opens."),
     timeout: float | None = TIMEOUT_OPT,
     verbose: bool = VERBOSE_OPT,
     json_out: bool = JSON_OPT,
@@ -394,7 +512,7 @@ def user_info(
 @command(name="user-media")
 def user_media(
     ctx: typer.Context,
-    user_id: int = typer.Argument(..., min=0, help="The user whose private media the operator opens."),
+    user_id: int = typer.Argument(..., min=0, metavar="ID", help="The user whose private media the operator opens."),
     timeout: float | None = TIMEOUT_OPT,
     verbose: bool = VERBOSE_OPT,
     json_out: bool = JSON_OPT,
@@ -406,11 +524,15 @@ def user_media(
 @command()
 def reply(
     ctx: typer.Context,
-    bot: int = typer.Option(..., "--bot", min=0, help="The bot who replies (user_id).", show_default=False),
-    user: int = typer.Option(..., "--user", min=0, help="The site user who receives it (contact_id).",
-                             show_default=False),
-    message: str | None = typer.Option(None, "-m", "--message", help="Message text; - reads stdin.",
-                                       show_default=False),
+    bot: int = typer.Option(
+        ..., "--bot", metavar="ID", min=0, help="The bot who replies (user_id).", show_default=False
+    ),
+    user: int = typer.Option(
+        ..., "--user", metavar="ID", min=0, help="The site user who receives it (contact_id).", show_default=False
+    ),
+    message: str | None = typer.Option(
+        None, "-m", "--message", metavar="TEXT", help="Message text; - reads stdin.", show_default=False
+    ),
     attach: Path | None = ATTACH_OPT,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the request and a curl command; send nothing."),
     timeout: float | None = TIMEOUT_OPT,
@@ -445,13 +567,16 @@ def _check_row(out: Output, check: Any) -> None:
 @command()
 def check(
     ctx: typer.Context,
-    user: int | None = typer.Option(None, "--user", min=0, help="A user the site knows (default: check.user).",
-                                    show_default=False),
-    bot: int | None = typer.Option(None, "--bot", min=0, help="A bot for --send (default: check.bot).",
-                                   show_default=False),
+    user: int | None = typer.Option(
+        None, "--user", metavar="ID", min=0, help="A user the site knows (default: check.user).", show_default=False
+    ),
+    bot: int | None = typer.Option(
+        None, "--bot", metavar="ID", min=0, help="A bot for --send (default: check.bot).", show_default=False
+    ),
     send_messages: bool = typer.Option(False, "--send", help="Also check send-message: delivers real messages."),
-    junit: Path | None = typer.Option(None, "--junit", help="Write a JUnit XML report to FILE.", dir_okay=False,
-                                      show_default=False),
+    junit: Path | None = typer.Option(
+        None, "--junit", metavar="FILE", help="Write a JUnit XML report to FILE.", dir_okay=False, show_default=False
+    ),
     timeout: float | None = TIMEOUT_OPT,
     json_out: bool = JSON_OPT,
 ) -> None:
@@ -478,14 +603,16 @@ def check(
         raise RemoteError(f"{report.failed} of {len(report.checks)} checks failed against site '{site.name}'")
 
 
-def _run_check(out: Output, json_mode: bool, site: Any, user: int, bot: int, send_messages: bool,
-               timeout: float | None) -> Any:
+def _run_check(
+    out: Output, json_mode: bool, site: Any, user: int, bot: int, send_messages: bool, timeout: float | None
+) -> Any:
     from opcli import client
     from opcli.conformance import run_checks
 
     with client.make_client(site, timeout) as http:
-        report = run_checks(http, site, user, bot, send_messages,
-                            on_check=None if json_mode else (lambda c: _check_row(out, c)))
+        report = run_checks(
+            http, site, user, bot, send_messages, on_check=None if json_mode else (lambda c: _check_row(out, c))
+        )
     if json_mode:
         out.json(report.as_dict())
     else:
@@ -525,12 +652,16 @@ def demo(ctx: typer.Context) -> None:
             out.error(str(exc))
             failed.append(title)
 
-    with tempfile.TemporaryDirectory(prefix="opcli-demo-") as tmp, \
-            InThread(create_app(config, on_call=calls.append)) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="opcli-demo-") as tmp,
+        InThread(create_app(config, on_call=calls.append)) as server,
+    ):
         paths = {kind: path for path, kind in routes_of(config.site).items()}
         site = dataclasses.replace(
-            config.site, panel_url=server.url + paths.get("message_sent", "/"),
-            webhooks={k: server.url + p for k, p in paths.items() if k != "message_sent"})
+            config.site,
+            panel_url=server.url + paths.get("message_sent", "/"),
+            webhooks={k: server.url + p for k, p in paths.items() if k != "message_sent"},
+        )
         out.line(f"Listener ready: {server.url} (site '{site.name}', token {_masked(site.token)})", style="bold")
         photo = Path(tmp) / "hello.png"
         photo.write_bytes(TINY_PNG)
@@ -538,19 +669,49 @@ def demo(ctx: typer.Context) -> None:
         with http:
             message = "Hello from opcli demo!"
             photo_url = "https://cdn.example.com/demo/1.jpg"
-            step("the site sends a message to the panel",
-                 ["send", "--user", str(user), "--bot", str(bot), "-m", message, "--photo", photo_url,
-                  "--attach", str(photo)],
-                 lambda: _render_reply(out, False, client.send(http, client.message_sent(
-                     site, user, bot, message, _photos([photo_url], []), photo)), f"Sent to {site.panel_url}"))
-            step("the panel opens the user's profile", ["user-info", str(user)],
-                 lambda: _render_judged(out, False, "user_info", fetch(http, site, "user_info", user)))
-            step("the panel opens the user's private media", ["user-media", str(user)],
-                 lambda: _render_judged(out, False, "user_media", fetch(http, site, "user_media", user)))
+            step(
+                "the site sends a message to the panel",
+                [
+                    "send",
+                    "--user",
+                    str(user),
+                    "--bot",
+                    str(bot),
+                    "-m",
+                    message,
+                    "--photo",
+                    photo_url,
+                    "--attach",
+                    str(photo),
+                ],
+                lambda: _render_reply(
+                    out,
+                    False,
+                    client.send(http, client.message_sent(site, user, bot, message, _photos([photo_url], []), photo)),
+                    f"Sent to {site.panel_url}",
+                ),
+            )
+            step(
+                "the panel opens the user's profile",
+                ["user-info", str(user)],
+                lambda: _render_judged(out, False, "user_info", fetch(http, site, "user_info", user)),
+            )
+            step(
+                "the panel opens the user's private media",
+                ["user-media", str(user)],
+                lambda: _render_judged(out, False, "user_media", fetch(http, site, "user_media", user)),
+            )
             answer = "Hi! How are you?"
-            step("an operator replies", ["reply", "--bot", str(bot), "--user", str(user), "-m", answer],
-                 lambda: _render_reply(out, False, client.send(http, operator_reply(site, bot, user, answer)),
-                                       f"Delivered to {site.webhooks.get('send_message')}"))
+            step(
+                "an operator replies",
+                ["reply", "--bot", str(bot), "--user", str(user), "-m", answer],
+                lambda: _render_reply(
+                    out,
+                    False,
+                    client.send(http, operator_reply(site, bot, user, answer)),
+                    f"Delivered to {site.webhooks.get('send_message')}",
+                ),
+            )
 
             def conformance() -> None:
                 report = _run_check(out, False, site, user, bot, True, None)
@@ -560,8 +721,10 @@ def demo(ctx: typer.Context) -> None:
             step("the conformance suite", ["check", "--send"], conformance)
     out.line("")
     rejected = sum(1 for c in calls if c["status"] >= 400)
-    summary = (f"The listener received {len(calls)} calls ({rejected} rejected on purpose by the token checks "
-               "and the bad-id check).")
+    summary = (
+        f"The listener received {len(calls)} calls ({rejected} rejected on purpose by the token checks "
+        "and the bad-id check)."
+    )
     if failed:
         out.error(f"demo: {len(failed)} step(s) failed: {', '.join(failed)}")
         raise typer.Exit(1)
@@ -580,7 +743,7 @@ def _masked(token: str) -> str:
 
 @command(config_app, "init")
 def config_init(
-    path: Path = typer.Argument(Path("opcli.yaml"), help="Where to write it.", dir_okay=False),
+    path: Path = typer.Argument(Path("opcli.yaml"), help="Where to write it.", dir_okay=False, metavar="[PATH]"),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
     """Write a commented starter config."""
@@ -613,10 +776,19 @@ def config_show(ctx: typer.Context, json_out: bool = JSON_OPT) -> None:
 
     config = ctx.obj.load(listen=True)
     listen = config.listen
-    shown = {"file": config.path, "site": config.site.name, **config.site.masked(),
-             "listen": {"host": listen.host, "port": listen.port, "max_body_bytes": listen.max_body_bytes,
-                        "unknown_user": listen.unknown_user, "users": sorted(listen.users),
-                        "media": sorted(listen.media)}}
+    shown = {
+        "file": config.path,
+        "site": config.site.name,
+        **config.site.masked(),
+        "listen": {
+            "host": listen.host,
+            "port": listen.port,
+            "max_body_bytes": listen.max_body_bytes,
+            "unknown_user": listen.unknown_user,
+            "users": sorted(listen.users),
+            "media": sorted(listen.media),
+        },
+    }
     out = Output(json_out)
     if json_out:
         out.json(shown)

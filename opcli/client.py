@@ -60,11 +60,19 @@ class Outgoing:
         """What ``--dry-run --json`` prints: URL, encoding, fields (token masked), the file."""
         file = None
         if self.file is not None:
-            file = {"field": self.file_field, "path": str(self.file), "size": self.file.stat().st_size,
-                    "content_type": self.file_type}
-        return {"method": "POST", "url": self.url,
-                "encoding": "multipart/form-data" if self.multipart else "application/x-www-form-urlencoded",
-                "fields": [[k, v] for k, v in self.shown_fields()], "file": file}
+            file = {
+                "field": self.file_field,
+                "path": str(self.file),
+                "size": self.file.stat().st_size,
+                "content_type": self.file_type,
+            }
+        return {
+            "method": "POST",
+            "url": self.url,
+            "encoding": "multipart/form-data" if self.multipart else "application/x-www-form-urlencoded",
+            "fields": [[k, v] for k, v in self.shown_fields()],
+            "file": file,
+        }
 
     def curl(self) -> str:
         """The same request as a ``curl`` command line, the token read from ``$OPCLI_TOKEN``."""
@@ -131,8 +139,13 @@ class MultipartBody(httpx.SyncByteStream, httpx.AsyncByteStream):
         self.size = 0
         if file is not None:
             self.size = file.stat().st_size
-            head += dash + (f'Content-Disposition: form-data; name="{_quote(file_field)}"; '
-                            f'filename="{_quote(file.name)}"\r\nContent-Type: {file_type}\r\n\r\n').encode()
+            head += (
+                dash
+                + (
+                    f'Content-Disposition: form-data; name="{_quote(file_field)}"; '
+                    f'filename="{_quote(file.name)}"\r\nContent-Type: {file_type}\r\n\r\n'
+                ).encode()
+            )
         self.head = bytes(head)
         self.tail = (b"\r\n" if file is not None else b"") + f"--{self.boundary}--\r\n".encode()
         self.length = len(self.head) + self.size + len(self.tail)
@@ -177,12 +190,15 @@ class Reply:
             return "an empty reply"
         first = text.splitlines()[0].strip()[:120]
         lowered = text[:2000].lower()
-        if lowered.startswith("<!doctype html") or "<html" in lowered or "text/html" in self.headers.get(
-                "content-type", ""):
+        if (
+            lowered.startswith("<!doctype html")
+            or "<html" in lowered
+            or "text/html" in self.headers.get("content-type", "")
+        ):
             title = ""
             if "<title>" in lowered:
                 start = lowered.index("<title>") + 7
-                title = text[start:lowered.find("</title>", start)].strip()[:120]
+                title = text[start : lowered.find("</title>", start)].strip()[:120]
             return f"an HTML page ({title or first!r})" if title else f"an HTML page ({first!r})"
         return f"not JSON ({first!r})"
 
@@ -201,17 +217,30 @@ class Reply:
         return f"{reason}: {self.describe_body()}" if not self.is_json else reason
 
 
-def message_sent(site: Site, user: int, bot: int, message: str = "",
-                 photos: Sequence[Photo] = (), attach: Path | None = None) -> Outgoing:
+def message_sent(
+    site: Site, user: int, bot: int, message: str = "", photos: Sequence[Photo] = (), attach: Path | None = None
+) -> Outgoing:
     """The site's ``message_sent`` call to the panel (always multipart/form-data)."""
-    fields = [("token", site.token), ("action", ACTION_MESSAGE_SENT), ("user_id", str(user)),
-              ("contact_id", str(bot)), ("message", message)]
+    fields = [
+        ("token", site.token),
+        ("action", ACTION_MESSAGE_SENT),
+        ("user_id", str(user)),
+        ("contact_id", str(bot)),
+        ("message", message),
+    ]
     fields += encode_attaches(photos, site.attaches_encoding)
     return Outgoing(site.url("message_sent"), fields, file=attach, multipart=True)
 
 
-def webhook(site: Site, kind: str, fields: Sequence[tuple[str, str]], attach: Path | None = None,
-            token: str | None = None, multipart: bool | None = None, omit_token: bool = False) -> Outgoing:
+def webhook(
+    site: Site,
+    kind: str,
+    fields: Sequence[tuple[str, str]],
+    attach: Path | None = None,
+    token: str | None = None,
+    multipart: bool | None = None,
+    omit_token: bool = False,
+) -> Outgoing:
     """A panel -> site webhook call, encoded as the deployed panel does (urlencoded unless a file).
 
     ``token`` replaces the site's token and ``omit_token`` leaves the field out (for ``check``).
@@ -258,8 +287,15 @@ def unreachable(url: str, exc: Exception, timeout: float | None = None) -> Unrea
             cause = f"TLS error ({text})"
         else:
             cause = text
-    elif isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError | httpcore.RemoteProtocolError
-                    | httpcore.ReadError | httpcore.WriteError):
+    elif isinstance(
+        exc,
+        httpx.RemoteProtocolError
+        | httpx.ReadError
+        | httpx.WriteError
+        | httpcore.RemoteProtocolError
+        | httpcore.ReadError
+        | httpcore.WriteError,
+    ):
         cause = f"connection dropped ({text})"
     else:
         cause = text
@@ -274,11 +310,20 @@ def to_reply(out: Outgoing, status: int, headers: Any, body: bytes, started: flo
             data, is_json = json.loads(body), True
         except ValueError:
             pass
-    headers = {(k.decode("latin-1") if isinstance(k, bytes) else k).lower():
-               v.decode("latin-1") if isinstance(v, bytes) else v for k, v in headers}
-    return Reply(url=out.url, status=status, headers=headers, body=body,
-                 ms=(time.perf_counter() - started) * 1000, data=data, is_json=is_json,
-                 location=headers.get("location"))
+    headers = {
+        (k.decode("latin-1") if isinstance(k, bytes) else k).lower(): v.decode("latin-1") if isinstance(v, bytes) else v
+        for k, v in headers
+    }
+    return Reply(
+        url=out.url,
+        status=status,
+        headers=headers,
+        body=body,
+        ms=(time.perf_counter() - started) * 1000,
+        data=data,
+        is_json=is_json,
+        location=headers.get("location"),
+    )
 
 
 def send(client: httpx.Client, out: Outgoing, log: Log | None = None) -> Reply:
@@ -308,8 +353,10 @@ def log_request(log: Log, out: Outgoing, request: httpx.Request) -> None:
     for name, value in out.shown_fields():
         log(f">   {name}={value}")
     if out.file is not None:
-        log(f">   {out.file_field}=@{out.file.name} ({out.file.stat().st_size} bytes, {out.file_type}, "
-            "contents not shown)")
+        log(
+            f">   {out.file_field}=@{out.file.name} ({out.file.stat().st_size} bytes, {out.file_type}, "
+            "contents not shown)"
+        )
 
 
 def log_reply(log: Log, reply: Reply) -> None:

@@ -63,8 +63,7 @@ class _Loader(yaml.SafeLoader):
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
             if isinstance(key, list | dict):
-                raise yaml.constructor.ConstructorError(
-                    None, None, "a key must be a plain value", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, "a key must be a plain value", key_node.start_mark)
             if key in out:
                 self.duplicates.append(f"{_where(self.path, key_node.start_mark)}: duplicate key {key!r}")
             out[key] = self.construct_object(value_node, deep=True)
@@ -151,8 +150,15 @@ class Site:
 
 
 #: The profile of a user not listed in ``listen.users`` when the config has no template.
-DEFAULT_TEMPLATE = {"name": "User {id}", "gender": "female", "avatar": "", "balance": "0.00",
-                    "location": "", "about": "", "custom": []}
+DEFAULT_TEMPLATE = {
+    "name": "User {id}",
+    "gender": "female",
+    "avatar": "",
+    "balance": "0.00",
+    "location": "",
+    "about": "",
+    "custom": [],
+}
 
 
 @dataclass(frozen=True)
@@ -232,8 +238,9 @@ def _interpolate(text: str, where: str, errors: list[str], strict: bool, name: s
     if missing:
         if strict:
             for var in missing:
-                errors.append(f"{where}: {name}: environment variable {var} is not set "
-                              f"(set it, or write ${{{var}:-default}})")
+                errors.append(
+                    f"{where}: {name}: environment variable {var} is not set (set it, or write ${{{var}:-default}})"
+                )
         return _Unset
     return out
 
@@ -293,6 +300,7 @@ def _int_range(low: int, high: int | None = None) -> Callable[[Any], int]:
             bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
             raise ValueError(f"expected a whole number {bound}, got {value!r}")
         return value
+
     return conv
 
 
@@ -318,6 +326,7 @@ def _choice(*choices: Any) -> Callable[[Any], Any]:
         if value not in choices:
             raise ValueError(f"expected one of {', '.join(map(str, choices))}, got {value!r}")
         return value
+
     return conv
 
 
@@ -333,8 +342,7 @@ _SITE_SPEC: dict[str, Any] = {
 }
 
 
-def _walk(spec: dict, node: Any, path: str, where: str, errors: list[str], strict: bool,
-          dotted: str) -> dict[str, Any]:
+def _walk(spec: dict, node: Any, path: str, where: str, errors: list[str], strict: bool, dotted: str) -> dict[str, Any]:
     """Check a mapping against ``spec`` (nested dicts of converters); collect every error."""
     if not isinstance(node, dict):
         errors.append(f"{where}: {dotted} must be a mapping, got {_type_name(node)}")
@@ -384,12 +392,13 @@ def _interp_tree(value: Any, path: str, mark: Any, errors: list[str], strict: bo
         return "" if out is _Unset else out
     if isinstance(value, dict):
         marks = getattr(value, "value_marks", {})
-        return {k: _interp_tree(v, path, marks.get(k, mark), errors, strict, f"{name}.{k}")
-                for k, v in value.items()}
+        return {k: _interp_tree(v, path, marks.get(k, mark), errors, strict, f"{name}.{k}") for k, v in value.items()}
     if isinstance(value, list):
         marks = getattr(value, "item_marks", [])
-        return [_interp_tree(v, path, marks[i] if i < len(marks) else mark, errors, strict, f"{name}[{i}]")
-                for i, v in enumerate(value)]
+        return [
+            _interp_tree(v, path, marks[i] if i < len(marks) else mark, errors, strict, f"{name}[{i}]")
+            for i, v in enumerate(value)
+        ]
     return value
 
 
@@ -447,19 +456,20 @@ def _listen_section(node: Any, path: str, errors: list[str], strict: bool) -> Li
         mark = marks.get("user_template")
         template = _interp_tree(node["user_template"], path, mark, errors, strict, "listen.user_template")
         if isinstance(template, dict):
-            contract("user_info", {"id": 1, **_fill_template(template, 1)}, mark,
-                     "listen.user_template", 1)
+            contract("user_info", {"id": 1, **_fill_template(template, 1)}, mark, "listen.user_template", 1)
             values["user_template"] = template
         else:
-            errors.append(f"{_where(path, mark)}: listen.user_template must be a mapping, "
-                          f"got {_type_name(template)}")
+            errors.append(f"{_where(path, mark)}: listen.user_template must be a mapping, got {_type_name(template)}")
     for section, kind in (("users", "user_info"), ("media", "user_media")):
         raw = node.get(section)
         found = _id_map(raw, path, _where(path, marks.get(section)), errors, f"listen.{section}")
         for uid, (value, mark) in found.items():
             value = _interp_tree(value, path, mark, errors, strict, f"listen.{section}.{uid}")
-            reply = ({"id": uid, **value} if isinstance(value, dict) else value) if kind == "user_info" \
+            reply = (
+                ({"id": uid, **value} if isinstance(value, dict) else value)
+                if kind == "user_info"
                 else {"media": value}
+            )
             contract(kind, reply, mark, f"listen.{section}.{uid}", uid)
             found[uid] = value
         values[section] = found
@@ -511,8 +521,10 @@ def load_config(path: str | Path | None = None, site: str | None = None, listen:
     top_where = _where(shown, raw.mark)
     for key in raw:
         if key not in ("default_site", "sites", "listen"):
-            errors.append(f"{_where(shown, raw.key_marks[key])}: unknown key '{key}' "
-                          "(expected one of: default_site, sites, listen)")
+            errors.append(
+                f"{_where(shown, raw.key_marks[key])}: unknown key '{key}' "
+                "(expected one of: default_site, sites, listen)"
+            )
     sites_node = raw.get("sites")
     if not isinstance(sites_node, dict) or not sites_node:
         where = _where(shown, raw.value_marks.get("sites")) if "sites" in raw else top_where
@@ -522,13 +534,16 @@ def load_config(path: str | Path | None = None, site: str | None = None, listen:
     if chosen is None:
         chosen = next(iter(sites_node)) if len(sites_node) == 1 else None
     if chosen is None:
-        errors.append(f"{top_where}: no site selected: set default_site, --site or $OPCLI_SITE "
-                      f"(sites: {', '.join(map(str, sites_node))})")
+        errors.append(
+            f"{top_where}: no site selected: set default_site, --site or $OPCLI_SITE "
+            f"(sites: {', '.join(map(str, sites_node))})"
+        )
     elif chosen not in sites_node:
         origin = "--site" if site else "$OPCLI_SITE" if os.environ.get("OPCLI_SITE") else "default_site"
         mark = raw.value_marks.get("default_site") if origin == "default_site" else sites_node.mark
-        errors.append(f"{_where(shown, mark)}: no site '{chosen}' (from {origin}); "
-                      f"sites: {', '.join(map(str, sites_node))}")
+        errors.append(
+            f"{_where(shown, mark)}: no site '{chosen}' (from {origin}); sites: {', '.join(map(str, sites_node))}"
+        )
     selected = None
     for name, node in sites_node.items():
         where = _where(shown, sites_node.value_marks.get(name))
@@ -540,9 +555,7 @@ def load_config(path: str | Path | None = None, site: str | None = None, listen:
     if listen:
         listen_section = _listen_section(raw.get("listen"), shown, errors, strict=True)
     elif raw.get("listen") is not None:
-        _walk(_LISTEN_SPEC, raw["listen"], shown, _where(shown, raw.value_marks.get("listen")),
-              errors, False, "listen")
+        _walk(_LISTEN_SPEC, raw["listen"], shown, _where(shown, raw.value_marks.get("listen")), errors, False, "listen")
     if errors or selected is None:
         raise ConfigError(errors or [f"{top_where}: site '{chosen}' is not usable"])
-    return Config(path=shown, site=selected, site_names=[str(n) for n in sites_node], _raw=raw,
-                  _listen=listen_section)
+    return Config(path=shown, site=selected, site_names=[str(n) for n in sites_node], _raw=raw, _listen=listen_section)

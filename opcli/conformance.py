@@ -61,6 +61,7 @@ def _valid(kind: str, user: int) -> Callable[[Reply], tuple[bool, str]]:
             return False, f"{first}{more}"
         warnings = [f for f in judged.findings if f.level == "warning"]
         return True, f"HTTP {reply.status}, contract-valid" + (f", {len(warnings)} warning(s)" if warnings else "")
+
     return verdict
 
 
@@ -115,8 +116,14 @@ def plan(site: Site, user: int, bot: int, send_messages: bool, attach: Path) -> 
     return checks
 
 
-def run_checks(client: httpx.Client, site: Site, user: int, bot: int, send_messages: bool = False,
-               on_check: Callable[[Check], None] | None = None) -> Report:
+def run_checks(
+    client: httpx.Client,
+    site: Site,
+    user: int,
+    bot: int,
+    send_messages: bool = False,
+    on_check: Callable[[Check], None] | None = None,
+) -> Report:
     """Run the suite against ``site``; raises UnreachableError when no call reached it at all."""
     checks: list[Check] = []
     timeout = client.timeout.read or site.timeout
@@ -139,8 +146,12 @@ def run_checks(client: httpx.Client, site: Site, user: int, bot: int, send_messa
         raise UnreachableError(checks[0].detail)
     slowest = max(checks, key=lambda c: c.ms)
     within = all(not c.unreachable and c.ms <= timeout * 1000 for c in checks)
-    latency = Check("every-call-within-timeout", within,
-                    f"slowest: {slowest.name} {slowest.ms:.0f} ms (timeout {timeout:g}s)", slowest.ms)
+    latency = Check(
+        "every-call-within-timeout",
+        within,
+        f"slowest: {slowest.name} {slowest.ms:.0f} ms (timeout {timeout:g}s)",
+        slowest.ms,
+    )
     checks.append(latency)
     if on_check:
         on_check(latency)
@@ -150,16 +161,31 @@ def run_checks(client: httpx.Client, site: Site, user: int, bot: int, send_messa
 def junit_xml(report: Report) -> bytes:
     """The report as JUnit XML: one testcase per check, which CI systems display."""
     total = sum(c.ms for c in report.checks) / 1000
-    suites = ET.Element("testsuites", name="opcli check", tests=str(len(report.checks)),
-                        failures=str(report.failed), time=f"{total:.3f}")
-    suite = ET.SubElement(suites, "testsuite", name=f"opcli check {report.site}", tests=str(len(report.checks)),
-                          failures=str(report.failed), errors="0", skipped="0", time=f"{total:.3f}")
+    suites = ET.Element(
+        "testsuites",
+        name="opcli check",
+        tests=str(len(report.checks)),
+        failures=str(report.failed),
+        time=f"{total:.3f}",
+    )
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name=f"opcli check {report.site}",
+        tests=str(len(report.checks)),
+        failures=str(report.failed),
+        errors="0",
+        skipped="0",
+        time=f"{total:.3f}",
+    )
     for check in report.checks:
-        case = ET.SubElement(suite, "testcase", classname=f"opcli.check.{report.site}", name=check.name,
-                             time=f"{check.ms / 1000:.3f}")
+        case = ET.SubElement(
+            suite, "testcase", classname=f"opcli.check.{report.site}", name=check.name, time=f"{check.ms / 1000:.3f}"
+        )
         if not check.ok:
-            ET.SubElement(case, "failure", message=check.detail, type="unreachable" if check.unreachable
-                          else "contract").text = check.detail
+            ET.SubElement(
+                case, "failure", message=check.detail, type="unreachable" if check.unreachable else "contract"
+            ).text = check.detail
         else:
             ET.SubElement(case, "system-out").text = check.detail
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
@@ -168,4 +194,5 @@ def junit_xml(report: Report) -> bytes:
 # A 1x1 transparent PNG: the file `check --send` and `demo` upload.
 TINY_PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c6360000002"
-    "0000050001e226059b0000000049454e44ae426082")
+    "0000050001e226059b0000000049454e44ae426082"
+)

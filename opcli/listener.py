@@ -62,8 +62,10 @@ def routes_of(site: Site) -> dict[str, str]:
             continue
         path = urlsplit(url).path or "/"
         if path in paths:
-            raise ConfigError(f"{site.source}: site '{site.name}': {paths[path]} and {kind} share the path "
-                              f"{path}; the listener tells calls apart by path")
+            raise ConfigError(
+                f"{site.source}: site '{site.name}': {paths[path]} and {kind} share the path "
+                f"{path}; the listener tells calls apart by path"
+            )
         paths[path] = kind
     if not paths:
         raise ConfigError(f"{site.source}: site '{site.name}' has no panel_url or webhooks to serve")
@@ -84,8 +86,13 @@ class _Upload:
     size: int = 0
 
     def entry(self) -> dict[str, Any]:
-        return {"field": self.field, "filename": self.filename, "size": self.size,
-                "sha256": self.digest.hexdigest(), "saved_as": str(self.path) if self.path else None}
+        return {
+            "field": self.field,
+            "filename": self.filename,
+            "size": self.size,
+            "sha256": self.digest.hexdigest(),
+            "saved_as": str(self.path) if self.path else None,
+        }
 
 
 class _Body:
@@ -181,11 +188,17 @@ async def _read_multipart(request: Request, boundary: bytes, limit: int, body: _
             name = current.pop("name")
             body.fields.append((name, _decode(bytes(current.pop("data")), f"field '{name}'")))
 
-    parser = MultipartParser(boundary, {
-        "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
-        "on_part_data": on_part_data, "on_part_end": on_part_end,
-    })
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
     size = 0
     try:
         async for chunk in request.stream():
@@ -222,8 +235,9 @@ async def _read_urlencoded(request: Request, limit: int, body: _Body) -> int:
 class Listener:
     """The state behind one app: config, counters, where files go, who gets each journal entry."""
 
-    def __init__(self, config: Config, save_dir: Path | None = None,
-                 on_call: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self, config: Config, save_dir: Path | None = None, on_call: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self.site = config.site
         self.listen = config.listen
         self.routes = routes_of(self.site)
@@ -254,9 +268,19 @@ class Listener:
         path, method = request.scope["path"], request.method
         kind = self.routes.get(path) if method == "POST" else None
         entry: dict[str, Any] = {
-            "event": "call", "seq": None, "time": _now(), "kind": kind or "unknown", "method": method,
-            "path": path, "content_type": None, "fields": {}, "attaches": [], "files": [],
-            "token_ok": None, "status": None, "reply": None,
+            "event": "call",
+            "seq": None,
+            "time": _now(),
+            "kind": kind or "unknown",
+            "method": method,
+            "path": path,
+            "content_type": None,
+            "fields": {},
+            "attaches": [],
+            "files": [],
+            "token_ok": None,
+            "status": None,
+            "reply": None,
         }
         headers: dict[str, str] = {}
         try:
@@ -278,13 +302,18 @@ class Listener:
         return JSONResponse(reply, status, headers=headers), entry
 
     def _index(self, request: Request, entry: dict[str, Any]) -> tuple[Response, dict[str, Any]]:
-        info = {"opcli": __version__, "site": self.site.name,
-                "endpoints": {kind: path for path, kind in self.routes.items()}}
+        info = {
+            "opcli": __version__,
+            "site": self.site.name,
+            "endpoints": {kind: path for path, kind in self.routes.items()},
+        }
         entry["status"], entry["reply"] = 200, info
         if "text/html" in request.headers.get("accept", ""):
             rows = "".join(f"<li><code>POST {p}</code> &mdash; {k}</li>" for p, k in self.routes.items())
-            return HTMLResponse(f"<!doctype html><title>opcli listen</title><h1>opcli listen</h1>"
-                                f"<p>site <b>{self.site.name}</b></p><ul>{rows}</ul>"), entry
+            return HTMLResponse(
+                f"<!doctype html><title>opcli listen</title><h1>opcli listen</h1>"
+                f"<p>site <b>{self.site.name}</b></p><ul>{rows}</ul>"
+            ), entry
         return JSONResponse(info), entry
 
     async def _call(self, request: Request, kind: str, entry: dict[str, Any]) -> tuple[int, Any]:
@@ -298,8 +327,9 @@ class Listener:
         entry["files"] = [u.entry() for u in body.uploads]
         return status, reply
 
-    async def _parse_and_answer(self, request: Request, kind: str, entry: dict[str, Any],
-                                body: _Body) -> tuple[int, Any]:
+    async def _parse_and_answer(
+        self, request: Request, kind: str, entry: dict[str, Any], body: _Body
+    ) -> tuple[int, Any]:
         limit = self.listen.max_body_bytes
         ctype_header = request.headers.get("content-type", "")
         ctype, params = parse_options_header(ctype_header)
@@ -315,8 +345,9 @@ class Listener:
             await _read_urlencoded(request, limit, body)
         else:
             shown = ctype_header or "none"
-            raise Rejected(415, f"unsupported content type: {shown} (use multipart/form-data or "
-                                "application/x-www-form-urlencoded)")
+            raise Rejected(
+                415, f"unsupported content type: {shown} (use multipart/form-data or application/x-www-form-urlencoded)"
+            )
         try:
             photos, fields = decode_attaches(body.fields)
         except ValueError as exc:
@@ -369,8 +400,9 @@ class Listener:
         return 200, {"media": self.listen.media.get(user, [])}
 
 
-def create_app(config: Config, save_dir: Path | None = None,
-               on_call: Callable[[dict[str, Any]], None] | None = None) -> Starlette:
+def create_app(
+    config: Config, save_dir: Path | None = None, on_call: Callable[[dict[str, Any]], None] | None = None
+) -> Starlette:
     """The listener's Starlette app. Without ``on_call``, entries collect in ``app.state.listener.journal``."""
     listener = Listener(config, save_dir, on_call)
     # the listener is an ASGI endpoint (not a function), so the route passes every method to it
@@ -385,8 +417,13 @@ def create_app(config: Config, save_dir: Path | None = None,
 class Recorder:
     """Writes each journal entry (stdout JSON Lines, the journal file, human blocks) and counts."""
 
-    def __init__(self, json_mode: bool, journal: IO[str] | None, human: Callable[[dict[str, Any]], None] | None,
-                 count: int | None) -> None:
+    def __init__(
+        self,
+        json_mode: bool,
+        journal: IO[str] | None,
+        human: Callable[[dict[str, Any]], None] | None,
+        count: int | None,
+    ) -> None:
         self.json_mode = json_mode
         self.journal = journal
         self.human = human
@@ -418,8 +455,9 @@ class Recorder:
                 self.on_done()
 
 
-def pick_address(site: Site, listen_host: str | None, listen_port: int | None,
-                 host: str | None, port: int | None) -> tuple[str, int]:
+def pick_address(
+    site: Site, listen_host: str | None, listen_port: int | None, host: str | None, port: int | None
+) -> tuple[str, int]:
     """--host/--port, else listen.host/port, else the site's loopback http URLs, else 127.0.0.1:8765."""
     url_host, url_port = None, None
     for url in [site.panel_url, *site.webhooks.values()]:
@@ -435,8 +473,9 @@ def pick_address(site: Site, listen_host: str | None, listen_port: int | None,
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket; a port in use is a UsageError (exit 2), not uvicorn's exit 3."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
     except socket.gaierror as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock = socket.socket(family, kind, proto)
@@ -472,10 +511,19 @@ class Outcome:
     reason: str
 
 
-def serve(config: Config, *, host: str | None = None, port: int | None = None, count: int | None = None,
-          timeout: float | None = None, journal: Path | None = None, save_dir: Path | None = None,
-          json_mode: bool = False, human: Callable[[dict[str, Any]], None] | None = None,
-          announce: Callable[[str, dict[str, str]], None] | None = None) -> Outcome:
+def serve(
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    count: int | None = None,
+    timeout: float | None = None,
+    journal: Path | None = None,
+    save_dir: Path | None = None,
+    json_mode: bool = False,
+    human: Callable[[dict[str, Any]], None] | None = None,
+    announce: Callable[[str, dict[str, str]], None] | None = None,
+) -> Outcome:
     """Run the listener until --count calls, --timeout, or a signal; returns how it ended.
 
     ``announce(url, endpoints)`` is called once the socket accepts connections.
@@ -495,8 +543,9 @@ def serve(config: Config, *, host: str | None = None, port: int | None = None, c
         raise UsageError(f"cannot open journal {journal}: {exc.strerror}") from None
     recorder = Recorder(json_mode, journal_file, human, count)
     app = create_app(config, save_dir, recorder)
-    uv_config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off",
-                               timeout_graceful_shutdown=5, server_header=False)
+    uv_config = uvicorn.Config(
+        app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5, server_header=False
+    )
     server = uvicorn.Server(uv_config)
     stop_reason = {"why": "stopped"}
 

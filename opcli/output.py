@@ -35,8 +35,14 @@ class Output:
 
         stream = sys.stderr if stderr else sys.stdout
         color = stream.isatty() and "NO_COLOR" not in os.environ
-        return Console(stderr=stderr, highlight=False, soft_wrap=True, no_color=not color,
-                       force_terminal=color or None, emoji=False)
+        return Console(
+            stderr=stderr,
+            highlight=False,
+            soft_wrap=True,
+            no_color=not color,
+            force_terminal=color or None,
+            emoji=False,
+        )
 
     @cached_property
     def out(self) -> Any:
@@ -85,8 +91,7 @@ class Output:
         if self.tty:
             from rich.table import Table
 
-            table = Table(title=title, show_header=False, title_justify="left", box=None,
-                          padding=(0, 2, 0, 0))
+            table = Table(title=title, show_header=False, title_justify="left", box=None, padding=(0, 2, 0, 0))
             table.add_column(style="bold cyan", no_wrap=True)
             table.add_column(overflow="fold")
             for key, value in rows:

@@ -43,5 +43,6 @@ def fetch(client: httpx.Client, site: Site, kind: str, user_id: int, log: Log | 
 
 def operator_reply(site: Site, bot: int, user: int, message: str, attach: Path | None = None) -> Any:
     """The operator's reply to the site's send-message webhook: ``user_id`` = bot, ``contact_id`` = user."""
-    return webhook(site, "send_message",
-                   [("user_id", str(bot)), ("contact_id", str(user)), ("message", message)], attach)
+    return webhook(
+        site, "send_message", [("user_id", str(bot)), ("contact_id", str(user)), ("message", message)], attach
+    )

@@ -95,12 +95,7 @@ def envelope_message(body: Any) -> str:
 
 def unwrap(body: Any) -> tuple[Any, bool]:
     """``(inner, True)`` for ``{"status": 1, "data": {...}}``, else ``(body, False)``."""
-    if (
-        isinstance(body, dict)
-        and "status" in body
-        and isinstance(body.get("data"), dict)
-        and not envelope_failed(body)
-    ):
+    if isinstance(body, dict) and "status" in body and isinstance(body.get("data"), dict) and not envelope_failed(body):
         return body["data"], True
     return body, False
 
@@ -220,11 +215,7 @@ def _violations(model: type[BaseModel], obj: Any) -> list[Finding]:
 def _extras(obj: Any, known: Iterable[str], prefix: str = "") -> list[Finding]:
     if not isinstance(obj, dict):
         return []
-    return [
-        Finding("warning", f"{prefix}{k}", "unknown field (the panel ignores it)")
-        for k in obj
-        if k not in known
-    ]
+    return [Finding("warning", f"{prefix}{k}", "unknown field (the panel ignores it)") for k in obj if k not in known]
 
 
 def _is_url(value: str) -> bool:

@@ -50,11 +50,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(path: Path, panel_url: str = "http://127.0.0.1:9/operator-api", hooks: str | None = None,
-                 extra_site: str = "", listen: str = "", token: str = "secret-token-123456") -> Path:
+def write_config(
+    path: Path,
+    panel_url: str = "http://127.0.0.1:9/operator-api",
+    hooks: str | None = None,
+    extra_site: str = "",
+    listen: str = "",
+    token: str = "secret-token-123456",
+) -> Path:
     """A one-site config file pointing at a test server."""
     hooks = hooks or panel_url.rsplit("/", 1)[0] + "/hooks"
-    path.write_text(f"""\
+    path.write_text(
+        f"""\
 default_site: test
 sites:
   test:
@@ -65,7 +72,9 @@ sites:
       user_info: {hooks}/user-info
       user_media: {hooks}/user-media
     timeout: 5
-{extra_site}{listen}""", encoding="utf-8")
+{extra_site}{listen}""",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -88,7 +97,8 @@ class Received:
 def parse_multipart(content_type: str, body: bytes) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
     """Parse multipart/form-data with the standard library's email parser."""
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
     assert message.is_multipart(), "body is not multipart"
     fields, files = [], []
     for part in message.iter_parts():
@@ -98,8 +108,9 @@ def parse_multipart(content_type: str, body: bytes) -> tuple[list[tuple[str, str
         if filename is None:
             fields.append((name, payload.decode("utf-8")))
         else:
-            files.append({"field": name, "filename": filename, "content": payload,
-                          "content_type": part.get_content_type()})
+            files.append(
+                {"field": name, "filename": filename, "content": payload, "content_type": part.get_content_type()}
+            )
     return fields, files
 
 
@@ -108,9 +119,11 @@ class StdlibServer:
 
     def __init__(self) -> None:
         self.received: list[Received] = []
-        self.respond: Callable[[Received], tuple[int, dict[str, str], bytes]] = \
-            lambda r: (200, {"Content-Type": "application/json"},
-                       b'{"status": 1, "message": "", "data": {"message_id": 777}}')
+        self.respond: Callable[[Received], tuple[int, dict[str, str], bytes]] = lambda r: (
+            200,
+            {"Content-Type": "application/json"},
+            b'{"status": 1, "message": "", "data": {"message_id": 777}}',
+        )
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -151,8 +164,11 @@ class StdlibServer:
         self.thread.start()
 
     def reply_json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-        self.respond = lambda r: (status, {"Content-Type": "application/json", **(headers or {})},
-                                  json.dumps(obj).encode())
+        self.respond = lambda r: (
+            status,
+            {"Content-Type": "application/json", **(headers or {})},
+            json.dumps(obj).encode(),
+        )
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -197,12 +213,12 @@ class ListenProc:
         import subprocess
         import sys
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "opcli", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, cwd=cwd)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "opcli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd
+        )
         self.stdout_lines: queue.Queue[str | None] = queue.Queue()
         self.stderr_text: list[str] = []
-        self.pumps = [threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout_lines.put),
-                                       daemon=True)]
+        self.pumps = [threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout_lines.put), daemon=True)]
         ready = threading.Event()
 
         def err_line(line: str | None) -> None:

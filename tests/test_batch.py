@@ -36,9 +36,18 @@ def settle(journal: list, count: int) -> list:
 def test_jsonl_batch_with_photos_and_files(cli, panel, isolated):
     upload = isolated / "a.bin"
     upload.write_bytes(bytes(range(256)) * 500)
-    lines = [json.dumps({"user": 100 + i, "bot": 7, "message": f"сообщение {i}",
-                         "photos": [{"file_url": f"https://x/{i}.jpg", "big": f"https://x/{i}_b.jpg"}] if i % 2 else [],
-                         "attach": str(upload) if i % 5 == 0 else None}) for i in range(40)]
+    lines = [
+        json.dumps(
+            {
+                "user": 100 + i,
+                "bot": 7,
+                "message": f"сообщение {i}",
+                "photos": [{"file_url": f"https://x/{i}.jpg", "big": f"https://x/{i}_b.jpg"}] if i % 2 else [],
+                "attach": str(upload) if i % 5 == 0 else None,
+            }
+        )
+        for i in range(40)
+    ]
     batch = isolated / "messages.jsonl"
     batch.write_text("\n".join(lines) + "\n")
     result = cli("send", "--batch", batch, "--json", "--concurrency", 4)
@@ -60,10 +69,12 @@ def test_jsonl_batch_with_photos_and_files(cli, panel, isolated):
 
 
 def test_csv_batch_from_stdin(cli, panel):
-    csv_text = ('user,bot,message,photos,attach\n'
-                '1,7,"Hello, with a comma",,\n'
-                '2,7,,"[{""file_url"": ""https://x/p.jpg""}]",\n'
-                '3,7,"multi\nline",,\n')
+    csv_text = (
+        "user,bot,message,photos,attach\n"
+        '1,7,"Hello, with a comma",,\n'
+        '2,7,,"[{""file_url"": ""https://x/p.jpg""}]",\n'
+        '3,7,"multi\nline",,\n'
+    )
     result = cli("send", "--batch", "-", input=csv_text.encode())
     assert result.exit_code == 0, result.stderr
     entries = {e["fields"]["user_id"]: e for e in settle(panel, 3)}
@@ -74,17 +85,22 @@ def test_csv_batch_from_stdin(cli, panel):
 
 def test_bad_lines_are_reported_and_skipped(cli, panel, isolated):
     batch = isolated / "mixed.jsonl"
-    batch.write_text("\n".join([
-        json.dumps({"user": 1, "bot": 2, "message": "ok one"}),
-        "{not json",
-        json.dumps({"user": "abc", "bot": 2, "message": "x"}),
-        json.dumps([1, 2]),
-        json.dumps({"user": 1, "bot": 2}),
-        json.dumps({"user": 1, "bot": 2, "attach": "missing.png"}),
-        json.dumps({"user": 1, "bot": 2, "photos": "nope"}),
-        "",
-        json.dumps({"user": 5, "bot": 2, "message": "ok two"}),
-    ]) + "\n")
+    batch.write_text(
+        "\n".join(
+            [
+                json.dumps({"user": 1, "bot": 2, "message": "ok one"}),
+                "{not json",
+                json.dumps({"user": "abc", "bot": 2, "message": "x"}),
+                json.dumps([1, 2]),
+                json.dumps({"user": 1, "bot": 2}),
+                json.dumps({"user": 1, "bot": 2, "attach": "missing.png"}),
+                json.dumps({"user": 1, "bot": 2, "photos": "nope"}),
+                "",
+                json.dumps({"user": 5, "bot": 2, "message": "ok two"}),
+            ]
+        )
+        + "\n"
+    )
     result = cli("send", "--batch", batch, "--json")
     assert result.exit_code == 1
     out = [json.loads(line) for line in result.stdout.splitlines()]
@@ -103,16 +119,24 @@ def test_bad_lines_are_reported_and_skipped(cli, panel, isolated):
 
 def test_panel_failures_are_per_message_and_exit_1(cli, stdlib_server, isolated):
     write_config(isolated / "opcli.yaml", panel_url=f"{stdlib_server.url}/api")
-    stdlib_server.respond = lambda r: ((200, {}, b'{"status": 0, "message": "Invalid API token"}')
-                                       if r.field("user_id") == "2" else (200, {}, b'{"status": 1}'))
+    stdlib_server.respond = lambda r: (
+        (200, {}, b'{"status": 0, "message": "Invalid API token"}')
+        if r.field("user_id") == "2"
+        else (200, {}, b'{"status": 1}')
+    )
     batch = isolated / "b.jsonl"
     batch.write_text("".join(json.dumps({"user": u, "bot": 9, "message": "m"}) + "\n" for u in (1, 2, 3)))
     result = cli("send", "--batch", batch, "--json")
     assert result.exit_code == 1
     by_line = {r["line"]: r for r in map(json.loads, result.stdout.splitlines()[:-1])}
-    assert by_line[2] == {"line": 2, "ok": False, "status": 200,
-                          "reply": {"status": 0, "message": "Invalid API token"},
-                          "error": "HTTP 200, status 0: Invalid API token", "ms": by_line[2]["ms"]}
+    assert by_line[2] == {
+        "line": 2,
+        "ok": False,
+        "status": 200,
+        "reply": {"status": 0, "message": "Invalid API token"},
+        "error": "HTTP 200, status 0: Invalid API token",
+        "ms": by_line[2]["ms"],
+    }
     assert by_line[1]["ok"] and by_line[3]["ok"]
 
 
@@ -155,8 +179,9 @@ def test_unreachable_panel_is_exit_3(cli, isolated):
     batch.write_text(json.dumps({"user": 1, "bot": 2, "message": "m"}) + "\n")
     result = cli("send", "--batch", batch)
     assert result.exit_code == 3
-    assert f"no message reached the panel: cannot reach http://127.0.0.1:{port}/api: connection refused" \
-        in result.stderr
+    assert (
+        f"no message reached the panel: cannot reach http://127.0.0.1:{port}/api: connection refused" in result.stderr
+    )
     assert f"line 1: cannot reach http://127.0.0.1:{port}/api: connection refused" in result.stderr
 
 

@@ -78,8 +78,10 @@ def test_interpolation_with_defaults(tmp_path, monkeypatch):
     monkeypatch.setenv("HOST", "panel.test")
     monkeypatch.setenv("SECRET", "s3cr3t-value-xyz")
     path = tmp_path / "c.yaml"
-    path.write_text("sites:\n  a:\n    panel_url: https://${HOST}/start/api\n    token: ${SECRET}\n"
-                    "    timeout: ${TIMEOUT:-2.5}\n    check: {user: '${CHECK_USER:-11}'}\n")
+    path.write_text(
+        "sites:\n  a:\n    panel_url: https://${HOST}/start/api\n    token: ${SECRET}\n"
+        "    timeout: ${TIMEOUT:-2.5}\n    check: {user: '${CHECK_USER:-11}'}\n"
+    )
     site = load_config(path).site
     assert site.panel_url == "https://panel.test/start/api"
     assert site.token == "s3cr3t-value-xyz"
@@ -89,12 +91,12 @@ def test_interpolation_with_defaults(tmp_path, monkeypatch):
 
 def test_unset_variable_is_lazy(tmp_path, monkeypatch):
     path = tmp_path / "c.yaml"
-    path.write_text("default_site: local\nsites:\n  local: {token: dev}\n"
-                    "  prod:\n    token: ${PROD_TOKEN}\n")
+    path.write_text("default_site: local\nsites:\n  local: {token: dev}\n  prod:\n    token: ${PROD_TOKEN}\n")
     assert load_config(path).site.token == "dev"  # a missing PROD_TOKEN does not break 'local'
     assert problems(path, site="prod") == [
         f"{path}:5:12: sites.prod.token: environment variable PROD_TOKEN is not set "
-        "(set it, or write ${PROD_TOKEN:-default})"]
+        "(set it, or write ${PROD_TOKEN:-default})"
+    ]
     monkeypatch.setenv("PROD_TOKEN", "p")
     assert load_config(path, site="prod").site.token == "p"
 
@@ -105,7 +107,8 @@ def test_unset_variable_in_listen_only_matters_to_the_listener(tmp_path):
     assert load_config(path).site.token == "t"
     assert problems(path, listen=True) == [
         f"{path}:4:9: listen.host: environment variable LISTEN_HOST is not set "
-        "(set it, or write ${LISTEN_HOST:-default})"]
+        "(set it, or write ${LISTEN_HOST:-default})"
+    ]
 
 
 def test_every_error_at_once_with_positions(tmp_path):
@@ -149,18 +152,25 @@ listen:
     ]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("sites:\n  a: [1,\n", ":3:1: YAML syntax error: expected the node content, but found '<stream end>'"),
-    ("sites:\n  a: {token: t}\n  a: {token: u}\n", ":3:3: duplicate key 'a'"),
-    ("- just\n- a list\n", ":1:1: the config must be a mapping with 'sites:', got a list"),
-    ("sites: {}\n", ":1:8: 'sites' must be a mapping with at least one site"),
-    ("sites:\n  a: {panel_url: 'http://x'}\n", ":2:6: site 'a' has no token"),
-    ("sites:\n  a: {token: t}\nlisten: {unknown_user: maybe}\n",
-     ":3:24: listen.unknown_user: expected one of template, 404, got 'maybe'"),
-    ("sitez: {}\nsites:\n  a: {token: t}\n",
-     ":1:1: unknown key 'sitez' (expected one of: default_site, sites, listen)"),
-    ("sites:\n  a: {token: t, timeout: soon}\n", ":2:26: sites.a.timeout: expected a number, got 'soon'"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("sites:\n  a: [1,\n", ":3:1: YAML syntax error: expected the node content, but found '<stream end>'"),
+        ("sites:\n  a: {token: t}\n  a: {token: u}\n", ":3:3: duplicate key 'a'"),
+        ("- just\n- a list\n", ":1:1: the config must be a mapping with 'sites:', got a list"),
+        ("sites: {}\n", ":1:8: 'sites' must be a mapping with at least one site"),
+        ("sites:\n  a: {panel_url: 'http://x'}\n", ":2:6: site 'a' has no token"),
+        (
+            "sites:\n  a: {token: t}\nlisten: {unknown_user: maybe}\n",
+            ":3:24: listen.unknown_user: expected one of template, 404, got 'maybe'",
+        ),
+        (
+            "sitez: {}\nsites:\n  a: {token: t}\n",
+            ":1:1: unknown key 'sitez' (expected one of: default_site, sites, listen)",
+        ),
+        ("sites:\n  a: {token: t, timeout: soon}\n", ":2:26: sites.a.timeout: expected a number, got 'soon'"),
+    ],
+)
 def test_each_error_message(tmp_path, text, expected):
     path = tmp_path / "c.yaml"
     path.write_text(text)
@@ -169,9 +179,11 @@ def test_each_error_message(tmp_path, text, expected):
 
 def test_canned_users_accept_int_and_digit_keys(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("sites:\n  a: {token: t}\nlisten:\n  unknown_user: 404\n  users:\n"
-                    "    '5': {name: N, gender: m, avatar: '', balance: '1', location: '', about: '', custom: []}\n"
-                    "  media:\n    6: [{url: 'https://x/1.jpg', big: 'https://x/1b.jpg'}]\n")
+    path.write_text(
+        "sites:\n  a: {token: t}\nlisten:\n  unknown_user: 404\n  users:\n"
+        "    '5': {name: N, gender: m, avatar: '', balance: '1', location: '', about: '', custom: []}\n"
+        "  media:\n    6: [{url: 'https://x/1.jpg', big: 'https://x/1b.jpg'}]\n"
+    )
     listen = load_config(path, listen=True).listen
     assert listen.user_info(5)["id"] == 5 and listen.user_info(5)["name"] == "N"
     assert listen.user_info(9) is None
@@ -207,9 +219,10 @@ def test_config_validate_reports_every_problem_exit_2(cli, tmp_path):
     result = cli("-c", path, "config", "validate")
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
-    assert lines == [f"opcli: error: {path}:2:26: sites.a.timeout: expected a number, got 'x'",
-                     f"opcli: error: {path}:2:37: sites.a.verify: expected true, false or a CA bundle path, "
-                     "got the number 3"]
+    assert lines == [
+        f"opcli: error: {path}:2:26: sites.a.timeout: expected a number, got 'x'",
+        f"opcli: error: {path}:2:37: sites.a.verify: expected true, false or a CA bundle path, got the number 3",
+    ]
     assert result.stdout == ""
 
 
@@ -236,10 +249,12 @@ def test_command_with_bad_config_is_exit_2_without_traceback(cli, tmp_path):
 
 @pytest.mark.parametrize("argv", [["--version"], ["--help"], ["send", "--help"]])
 def test_version_and_help_do_not_import_httpx(argv):
-    code = ("import sys\nfrom opcli.cli import main\nsys.argv = ['opcli', *sys.argv[1:]]\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('httpx', 'starlette', 'uvicorn', 'python_multipart') if m in sys.modules]\n"
-            "print('HEAVY', heavy, file=sys.stderr)\n")
+    code = (
+        "import sys\nfrom opcli.cli import main\nsys.argv = ['opcli', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('httpx', 'starlette', 'uvicorn', 'python_multipart') if m in sys.modules]\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
     assert "HEAVY []" in done.stderr, done.stderr
     if argv == ["--version"]:

@@ -21,22 +21,45 @@ def test_curl_multipart_and_urlencoded(listen_proc, isolated):
     upload = isolated / "résumé.pdf"
     upload.write_bytes(bytes(range(256)) * 3000)
     saved, journal = isolated / "saved", isolated / "calls.jsonl"
-    proc = listen_proc("listen", "--port", "0", "--count", "2", "--json", "--journal", str(journal),
-                       "--save-dir", str(saved))
-    reply = json.loads(curl("-F", "token=dev-token", "-F", "action=message_sent", "-F", "user_id=42",
-                            "-F", "contact_id=7", "-F", "message=Привет ✓", "-F", f"attach=@{upload}",
-                            f"{proc.url}/operator-api"))
+    proc = listen_proc(
+        "listen", "--port", "0", "--count", "2", "--json", "--journal", str(journal), "--save-dir", str(saved)
+    )
+    reply = json.loads(
+        curl(
+            "-F",
+            "token=dev-token",
+            "-F",
+            "action=message_sent",
+            "-F",
+            "user_id=42",
+            "-F",
+            "contact_id=7",
+            "-F",
+            "message=Привет ✓",
+            "-F",
+            f"attach=@{upload}",
+            f"{proc.url}/operator-api",
+        )
+    )
     assert reply["status"] == 1 and reply["data"]["message_id"]
-    info = json.loads(curl("--data-urlencode", "token=dev-token", "--data-urlencode", "user_id=42",
-                           f"{proc.url}/hooks/user-info"))
+    info = json.loads(
+        curl("--data-urlencode", "token=dev-token", "--data-urlencode", "user_id=42", f"{proc.url}/hooks/user-info")
+    )
     assert info["id"] == 42 and info["name"] == "Olga"
     assert proc.wait() == 0
     lines = proc.stdout
     assert lines == journal.read_text().splitlines(keepends=True)
     ready, sent, asked = (json.loads(line) for line in lines)
-    assert ready == {"event": "ready", "url": proc.url, "endpoints": {
-        "message_sent": f"{proc.url}/operator-api", "send_message": f"{proc.url}/hooks/send-message",
-        "user_info": f"{proc.url}/hooks/user-info", "user_media": f"{proc.url}/hooks/user-media"}}
+    assert ready == {
+        "event": "ready",
+        "url": proc.url,
+        "endpoints": {
+            "message_sent": f"{proc.url}/operator-api",
+            "send_message": f"{proc.url}/hooks/send-message",
+            "user_info": f"{proc.url}/hooks/user-info",
+            "user_media": f"{proc.url}/hooks/user-media",
+        },
+    }
     assert sent["kind"] == "message_sent" and sent["seq"] == 1 and sent["status"] == 200
     assert sent["fields"]["message"] == "Привет ✓"
     [f] = sent["files"]
@@ -66,7 +89,11 @@ def test_unknown_calls_are_journaled_but_not_counted(listen_proc):
     assert proc.wait() == 0
     entries = [json.loads(line) for line in proc.stdout[1:]]
     assert [(e["kind"], e["status"]) for e in entries] == [
-        ("unknown", 200), ("unknown", 404), ("unknown", 405), ("user_info", 200)]
+        ("unknown", 200),
+        ("unknown", 404),
+        ("unknown", 405),
+        ("user_info", 200),
+    ]
 
 
 def test_timeout_before_count_is_124(listen_proc):
@@ -102,8 +129,9 @@ def test_port_in_use_is_exit_2(isolated):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "opcli", "listen", "--port", str(port)],
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [sys.executable, "-m", "opcli", "listen", "--port", str(port)], capture_output=True, text=True, timeout=30
+        )
     assert done.returncode == 2
     assert f"opcli: error: cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
     assert "Traceback" not in done.stderr
@@ -111,8 +139,21 @@ def test_port_in_use_is_exit_2(isolated):
 
 def test_human_output(listen_proc):
     proc = listen_proc("listen", "--port", "0", "--count", "2")
-    curl("-F", "token=dev-token", "-F", "action=message_sent", "-F", "user_id=42", "-F", "contact_id=7",
-         "-F", "message=hello there", "-F", "attaches[0][file_url]=https://x/1.jpg", f"{proc.url}/operator-api")
+    curl(
+        "-F",
+        "token=dev-token",
+        "-F",
+        "action=message_sent",
+        "-F",
+        "user_id=42",
+        "-F",
+        "contact_id=7",
+        "-F",
+        "message=hello there",
+        "-F",
+        "attaches[0][file_url]=https://x/1.jpg",
+        f"{proc.url}/operator-api",
+    )
     curl("-d", "token=nope", "-d", "user_id=5", f"{proc.url}/hooks/user-info")
     assert proc.wait() == 1
     out = "".join(proc.stdout)
@@ -134,14 +175,35 @@ def test_send_reaches_listen_on_the_builtin_defaults(listen_proc, isolated, cli)
     assert proc.url == f"http://127.0.0.1:{port}"
     upload = isolated / "pic.jpg"
     upload.write_bytes(b"\xff\xd8\xff" + bytes(70000))
-    result = cli("send", "--user", 42, "--bot", 7, "-m", "Hello, Olga 👋", "--photo", "https://x/1.jpg",
-                 "--big", "https://x/1_200.jpg", "--photo", "https://x/2.jpg", "--attach", upload)
+    result = cli(
+        "send",
+        "--user",
+        42,
+        "--bot",
+        7,
+        "-m",
+        "Hello, Olga 👋",
+        "--photo",
+        "https://x/1.jpg",
+        "--big",
+        "https://x/1_200.jpg",
+        "--photo",
+        "https://x/2.jpg",
+        "--attach",
+        upload,
+    )
     assert result.exit_code == 0, result.stderr
     assert proc.wait() == 0
     entry = json.loads(journal.read_text().splitlines()[1])
-    assert entry["fields"] == {"action": "message_sent", "user_id": "42", "contact_id": "7",
-                               "message": "Hello, Olga 👋"}
-    assert entry["attaches"] == [{"file_url": "https://x/1.jpg", "big": "https://x/1_200.jpg"},
-                                 {"file_url": "https://x/2.jpg", "big": "https://x/2.jpg"}]
+    assert entry["fields"] == {
+        "action": "message_sent",
+        "user_id": "42",
+        "contact_id": "7",
+        "message": "Hello, Olga 👋",
+    }
+    assert entry["attaches"] == [
+        {"file_url": "https://x/1.jpg", "big": "https://x/1_200.jpg"},
+        {"file_url": "https://x/2.jpg", "big": "https://x/2.jpg"},
+    ]
     assert entry["files"][0]["sha256"] == hashlib.sha256(upload.read_bytes()).hexdigest()
     assert f"message_id {entry['reply']['data']['message_id']}" in result.stdout

@@ -38,16 +38,23 @@ def test_message_sent_multipart_with_photos_and_file(tmp_path):
     saved.mkdir()
     client, journal = make(tmp_path, save_dir=saved)
     content = b"\x00\x01binary\xff" * 1000
-    fields = {**MSG, "attaches[0][file_url]": "https://x/1.jpg", "attaches[0][big]": "https://x/1b.jpg",
-              "attaches[1][file_url]": "https://x/2.jpg", "attaches[1][big]": "https://x/2b.jpg"}
+    fields = {
+        **MSG,
+        "attaches[0][file_url]": "https://x/1.jpg",
+        "attaches[0][big]": "https://x/1b.jpg",
+        "attaches[1][file_url]": "https://x/2.jpg",
+        "attaches[1][big]": "https://x/2b.jpg",
+    }
     r = client.post("/operator-api", **multipart(fields, [("attach", "pic.png", content)]))
     assert r.status_code == 200
     assert r.json()["status"] == 1 and isinstance(r.json()["data"]["message_id"], int)
     [entry] = journal
     assert entry["kind"] == "message_sent" and entry["token_ok"] is True and entry["status"] == 200
     assert entry["fields"] == {"action": "message_sent", "user_id": "42", "contact_id": "7", "message": "hi"}
-    assert entry["attaches"] == [{"file_url": "https://x/1.jpg", "big": "https://x/1b.jpg"},
-                                 {"file_url": "https://x/2.jpg", "big": "https://x/2b.jpg"}]
+    assert entry["attaches"] == [
+        {"file_url": "https://x/1.jpg", "big": "https://x/1b.jpg"},
+        {"file_url": "https://x/2.jpg", "big": "https://x/2b.jpg"},
+    ]
     [f] = entry["files"]
     assert f["field"] == "attach" and f["filename"] == "pic.png" and f["size"] == len(content)
     assert f["sha256"] == hashlib.sha256(content).hexdigest()
@@ -65,11 +72,14 @@ def test_attaches_as_json_and_urlencoded(listener):
     assert "attaches" not in journal[-1]["fields"]
 
 
-@pytest.mark.parametrize("path, fields, expected", [
-    ("/hooks/user-info", {"user_id": "42"}, {"id": 42, "name": None}),
-    ("/hooks/user-media", {"user_id": "42"}, {"media": None}),
-    ("/hooks/send-message", {"user_id": "7", "contact_id": "42", "message": "hello"}, {"status": 1}),
-])
+@pytest.mark.parametrize(
+    "path, fields, expected",
+    [
+        ("/hooks/user-info", {"user_id": "42"}, {"id": 42, "name": None}),
+        ("/hooks/user-media", {"user_id": "42"}, {"media": None}),
+        ("/hooks/send-message", {"user_id": "7", "contact_id": "42", "message": "hello"}, {"status": 1}),
+    ],
+)
 def test_webhooks_urlencoded_and_multipart(listener, path, fields, expected):
     client, journal = listener
     for kwargs in ({"data": {"token": TOKEN, **fields}}, multipart({"token": TOKEN, **fields})):
@@ -118,36 +128,91 @@ def body(*parts: bytes) -> bytes:
 VALID = body(*(part(k, v.encode()) for k, v in MSG.items()))
 
 
-@pytest.mark.parametrize("method, path, headers, content, status, message", [
-    ("GET", "/operator-api", {}, None, 405, "GET is not allowed"),
-    ("POST", "/nope", {}, b"", 404, "no endpoint at /nope"),
-    ("POST", "/operator-api", {"content-type": "application/json"}, b'{"token": 1}', 415, "unsupported content type"),
-    ("POST", "/operator-api", {}, b"token=x", 415, "unsupported content type: none"),
-    ("POST", "/operator-api", {"content-type": MP}, b"", 400, "empty body"),
-    ("POST", "/operator-api", {"content-type": "application/x-www-form-urlencoded"}, b"", 400, "empty body"),
-    ("POST", "/operator-api", {"content-type": "multipart/form-data"}, VALID, 400, "without a boundary"),
-    ("POST", "/operator-api", {"content-type": MP}, b"this is not multipart at all", 400, "malformed multipart"),
-    ("POST", "/operator-api", {"content-type": MP}, VALID[:-40], 400, "truncated multipart"),
-    ("POST", "/operator-api", {"content-type": MP},
-     body(part("token", TOKEN.encode()), part("message", b"\xff\xfe bad")), 400, "field 'message' is not valid UTF-8"),
-    ("POST", "/operator-api", {"content-type": "application/x-www-form-urlencoded"},
-     f"token={TOKEN}&message=%FF%FE".encode(), 400, "field 'message' is not valid UTF-8"),
-    ("POST", "/operator-api", {"content-type": MP},
-     body(*(part(k, v.encode()) for k, v in MSG.items() if k != "user_id")), 422, "user_id is missing"),
-    ("POST", "/operator-api", {"content-type": MP},
-     body(*(part(k, (v if k != "contact_id" else "abc").encode()) for k, v in MSG.items())), 422,
-     'contact_id must be an integer, got "abc"'),
-    ("POST", "/operator-api", {"content-type": MP},
-     body(*(part(k, (v if k != "action" else "delete").encode()) for k, v in MSG.items())), 422,
-     "action must be message_sent"),
-    ("POST", "/hooks/user-info", {"content-type": "application/x-www-form-urlencoded"},
-     f"token={TOKEN}&user_id=-3".encode(), 422, 'user_id must be an integer, got "-3"'),
-    ("POST", "/operator-api", {"content-type": MP},
-     body(*(part(k, v.encode()) for k, v in MSG.items()), part("attaches", b"[not json")), 422,
-     "attaches is not valid JSON"),
-    ("POST", "/operator-api", {"content-type": MP},
-     body(*(part(f"f{i}", b"x") for i in range(3000))), 413, "more than 1000 parts"),
-])
+@pytest.mark.parametrize(
+    "method, path, headers, content, status, message",
+    [
+        ("GET", "/operator-api", {}, None, 405, "GET is not allowed"),
+        ("POST", "/nope", {}, b"", 404, "no endpoint at /nope"),
+        (
+            "POST",
+            "/operator-api",
+            {"content-type": "application/json"},
+            b'{"token": 1}',
+            415,
+            "unsupported content type",
+        ),
+        ("POST", "/operator-api", {}, b"token=x", 415, "unsupported content type: none"),
+        ("POST", "/operator-api", {"content-type": MP}, b"", 400, "empty body"),
+        ("POST", "/operator-api", {"content-type": "application/x-www-form-urlencoded"}, b"", 400, "empty body"),
+        ("POST", "/operator-api", {"content-type": "multipart/form-data"}, VALID, 400, "without a boundary"),
+        ("POST", "/operator-api", {"content-type": MP}, b"this is not multipart at all", 400, "malformed multipart"),
+        ("POST", "/operator-api", {"content-type": MP}, VALID[:-40], 400, "truncated multipart"),
+        (
+            "POST",
+            "/operator-api",
+            {"content-type": MP},
+            body(part("token", TOKEN.encode()), part("message", b"\xff\xfe bad")),
+            400,
+            "field 'message' is not valid UTF-8",
+        ),
+        (
+            "POST",
+            "/operator-api",
+            {"content-type": "application/x-www-form-urlencoded"},
+            f"token={TOKEN}&message=%FF%FE".encode(),
+            400,
+            "field 'message' is not valid UTF-8",
+        ),
+        (
+            "POST",
+            "/operator-api",
+            {"content-type": MP},
+            body(*(part(k, v.encode()) for k, v in MSG.items() if k != "user_id")),
+            422,
+            "user_id is missing",
+        ),
+        (
+            "POST",
+            "/operator-api",
+            {"content-type": MP},
+            body(*(part(k, (v if k != "contact_id" else "abc").encode()) for k, v in MSG.items())),
+            422,
+            'contact_id must be an integer, got "abc"',
+        ),
+        (
+            "POST",
+            "/operator-api",
+            {"content-type": MP},
+            body(*(part(k, (v if k != "action" else "delete").encode()) for k, v in MSG.items())),
+            422,
+            "action must be message_sent",
+        ),
+        (
+            "POST",
+            "/hooks/user-info",
+            {"content-type": "application/x-www-form-urlencoded"},
+            f"token={TOKEN}&user_id=-3".encode(),
+            422,
+            'user_id must be an integer, got "-3"',
+        ),
+        (
+            "POST",
+            "/operator-api",
+            {"content-type": MP},
+            body(*(part(k, v.encode()) for k, v in MSG.items()), part("attaches", b"[not json")),
+            422,
+            "attaches is not valid JSON",
+        ),
+        (
+            "POST",
+            "/operator-api",
+            {"content-type": MP},
+            body(*(part(f"f{i}", b"x") for i in range(3000))),
+            413,
+            "more than 1000 parts",
+        ),
+    ],
+)
 def test_bad_input_gets_json_4xx_and_a_journal_entry(listener, method, path, headers, content, status, message):
     client, journal = listener
     r = client.request(method, path, headers=headers, content=content)
@@ -181,8 +246,9 @@ def test_body_over_the_limit_is_413_and_leaves_no_file(tmp_path):
     assert client.post("/operator-api", content=VALID, headers={"content-type": MP}).status_code == 200
 
 
-@pytest.mark.parametrize("filename", ["../../etc/passwd", "/abs/path.jpg", "..\\..\\win.ini", "nul\x00byte.png",
-                                      "ok.JPG"])
+@pytest.mark.parametrize(
+    "filename", ["../../etc/passwd", "/abs/path.jpg", "..\\..\\win.ini", "nul\x00byte.png", "ok.JPG"]
+)
 def test_client_filename_never_chooses_the_path(tmp_path, filename):
     saved = tmp_path / "saved"
     saved.mkdir()

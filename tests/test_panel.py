@@ -19,8 +19,16 @@ from opcli.listener import create_app
 from tests.conftest import free_port, write_config
 
 TOKEN = "secret-token-123456"
-GOOD = {"id": 42, "name": "Olga", "gender": "female", "avatar": "https://x/a.jpg", "balance": "9.50",
-        "location": "Riga", "about": "", "custom": [{"name": "eyes", "value": "green"}]}
+GOOD = {
+    "id": 42,
+    "name": "Olga",
+    "gender": "female",
+    "avatar": "https://x/a.jpg",
+    "balance": "9.50",
+    "location": "Riga",
+    "about": "",
+    "custom": [{"name": "eyes", "value": "green"}],
+}
 
 
 LISTEN_SECTION = "listen:" + BUILTIN.read_text().split("\nlisten:", 1)[1]
@@ -41,9 +49,16 @@ class Journal(list):
 @pytest.fixture
 def site_at(isolated):
     """Point the config at a server: returns a function taking the server's base URL."""
+
     def point(url: str, extra: str = "") -> None:
-        write_config(isolated / "opcli.yaml", panel_url=f"{url}/operator-api", hooks=f"{url}/hooks",
-                     extra_site=extra + "    check: {user: 42, bot: 7}\n", listen=LISTEN_SECTION)
+        write_config(
+            isolated / "opcli.yaml",
+            panel_url=f"{url}/operator-api",
+            hooks=f"{url}/hooks",
+            extra_site=extra + "    check: {user: 42, bot: 7}\n",
+            listen=LISTEN_SECTION,
+        )
+
     return point
 
 
@@ -58,9 +73,17 @@ def listener(serve, site_at, isolated):
     return journal
 
 
-def broken_site(profile: Any = GOOD, media: Any = None, check_token: bool = True, status: int = 200,
-                delay: float = 0, html: str | None = None, bad_id_status: int = 422) -> Starlette:
+def broken_site(
+    profile: Any = GOOD,
+    media: Any = None,
+    check_token: bool = True,
+    status: int = 200,
+    delay: float = 0,
+    html: str | None = None,
+    bad_id_status: int = 422,
+) -> Starlette:
     """A site with one deliberate fault, configurable."""
+
     async def hook(request: Request) -> Response:
         async with request.form() as form:
             return await answer(request, {k: v for k, v in form.items() if isinstance(v, str)})
@@ -77,8 +100,9 @@ def broken_site(profile: Any = GOOD, media: Any = None, check_token: bool = True
         if request.url.path.endswith("user-info"):
             return JSONResponse(profile, status)
         if request.url.path.endswith("user-media"):
-            return JSONResponse(media if media is not None else {"media": [{"url": "https://x/1", "big": "https://x/b"}]},
-                                status)
+            return JSONResponse(
+                media if media is not None else {"media": [{"url": "https://x/1", "big": "https://x/b"}]}, status
+            )
         return JSONResponse({"status": 1}, status)
 
     return Starlette(routes=[Route("/hooks/{name}", hook, methods=["POST"])])
@@ -137,8 +161,12 @@ def test_check_send_passes_against_the_listener(cli, listener, isolated):
     report = json.loads(result.stdout)
     names = [c["name"] for c in report["checks"]]
     assert report["failed"] == 0 and report["passed"] == len(names) == 13
-    assert {"user-info-valid", "user-info-rejects-missing-token", "send-message-file",
-            "every-call-within-timeout"} <= set(names)
+    assert {
+        "user-info-valid",
+        "user-info-rejects-missing-token",
+        "send-message-file",
+        "every-call-within-timeout",
+    } <= set(names)
     assert all(isinstance(c["ms"], float | int) and c["detail"] for c in report["checks"])
     suite = ET.parse(junit).getroot().find("testsuite")
     cases = suite.findall("testcase")
@@ -159,17 +187,20 @@ def test_check_without_send_does_not_deliver_messages(cli, listener):
 # --- against deliberately broken sites ----------------------------------------------------
 
 
-@pytest.mark.parametrize("profile, violation", [
-    ({**GOOD, "id": "42"}, 'id: expected an integer, found string "42"'),
-    ({**GOOD, "balance": 9.5}, "balance: expected a string, found number 9.5"),
-    ({**GOOD, "custom": {"eyes": "green"}}, "custom: expected a list, found an object"),
-    ({**GOOD, "custom": [{"name": "eyes"}]}, "custom[0].value: missing (required)"),
-    ({k: v for k, v in GOOD.items() if k != "gender"}, "gender: missing (required)"),
-    ({**GOOD, "id": 43}, "id: expected 42 (the requested user_id), found 43"),
-    ({**GOOD, "avatar": "not a url"}, 'avatar: expected a URL or "", found string "not a url"'),
-    ([GOOD], "expected a JSON object, found a list"),
-    ({"status": 0, "message": "User not found"}, "status: the site answered status 0: User not found"),
-])
+@pytest.mark.parametrize(
+    "profile, violation",
+    [
+        ({**GOOD, "id": "42"}, 'id: expected an integer, found string "42"'),
+        ({**GOOD, "balance": 9.5}, "balance: expected a string, found number 9.5"),
+        ({**GOOD, "custom": {"eyes": "green"}}, "custom: expected a list, found an object"),
+        ({**GOOD, "custom": [{"name": "eyes"}]}, "custom[0].value: missing (required)"),
+        ({k: v for k, v in GOOD.items() if k != "gender"}, "gender: missing (required)"),
+        ({**GOOD, "id": 43}, "id: expected 42 (the requested user_id), found 43"),
+        ({**GOOD, "avatar": "not a url"}, 'avatar: expected a URL or "", found string "not a url"'),
+        ([GOOD], "expected a JSON object, found a list"),
+        ({"status": 0, "message": "User not found"}, "status: the site answered status 0: User not found"),
+    ],
+)
 def test_user_info_contract_violations(cli, serve, site_at, profile, violation):
     site_at(serve(broken_site(profile=profile)).url)
     result = cli("user-info", 42, "--json")
@@ -237,8 +268,12 @@ def failed_checks(cli, *args: str) -> set[str]:
 def test_check_fails_exactly_the_token_checks_of_a_site_that_accepts_any_token(cli, serve, site_at):
     site_at(serve(broken_site(check_token=False)).url)
     assert failed_checks(cli, "--send") == {
-        "user-info-rejects-wrong-token", "user-info-rejects-empty-token", "user-info-rejects-missing-token",
-        "user-media-rejects-wrong-token", "send-message-rejects-wrong-token"}
+        "user-info-rejects-wrong-token",
+        "user-info-rejects-empty-token",
+        "user-info-rejects-missing-token",
+        "user-media-rejects-wrong-token",
+        "send-message-rejects-wrong-token",
+    }
 
 
 def test_check_fails_the_bad_id_check_of_a_site_that_crashes_on_it(cli, serve, site_at):
@@ -276,7 +311,14 @@ def test_check_needs_a_user(cli, isolated):
 def test_demo_runs_every_step(cli):
     result = cli("demo")
     assert result.exit_code == 0, result.stdout + result.stderr
-    for expected in ("== the site sends a message", "message_id", "name: Olga", "2 media", "Delivered to",
-                     "PASS  send-message-file", "Demo finished: all 5 steps worked"):
+    for expected in (
+        "== the site sends a message",
+        "message_id",
+        "name: Olga",
+        "2 media",
+        "Delivered to",
+        "PASS  send-message-file",
+        "Demo finished: all 5 steps worked",
+    ):
         assert expected in result.stdout
     assert "FAIL" not in result.stdout

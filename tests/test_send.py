@@ -23,9 +23,23 @@ def site(stdlib_server, isolated: Path) -> Path:
 def test_text_photos_and_file_arrive_as_sent(cli, stdlib_server, site, isolated):
     payload = isolated / "photo.png"
     payload.write_bytes(bytes(range(256)) * 4099)  # binary, not a multiple of any chunk size
-    result = cli("send", "--user", 42, "--bot", 7, "-m", "Привет, ünïcödé ✓ \"quotes\"",
-                 "--photo", "https://s.example/p/1.jpg", "--big", "https://s.example/p/1_200.jpg",
-                 "--photo", "https://s.example/p/2.jpg", "--attach", payload)
+    result = cli(
+        "send",
+        "--user",
+        42,
+        "--bot",
+        7,
+        "-m",
+        'Привет, ünïcödé ✓ "quotes"',
+        "--photo",
+        "https://s.example/p/1.jpg",
+        "--big",
+        "https://s.example/p/1_200.jpg",
+        "--photo",
+        "https://s.example/p/2.jpg",
+        "--attach",
+        payload,
+    )
     assert result.exit_code == 0, result.stderr
     assert "message_id 777" in result.stdout
     [got] = stdlib_server.received
@@ -34,7 +48,7 @@ def test_text_photos_and_file_arrive_as_sent(cli, stdlib_server, site, isolated)
     assert got.field("token") == "secret-token-123456"
     assert got.field("action") == "message_sent"
     assert (got.field("user_id"), got.field("contact_id")) == ("42", "7")
-    assert got.field("message") == "Привет, ünïcödé ✓ \"quotes\""
+    assert got.field("message") == 'Привет, ünïcödé ✓ "quotes"'
     # rebuild PHP bracket notation into photo objects, as the panel's PHP does
     photos: dict[int, dict[str, str]] = {}
     for name, value in got.fields:
@@ -61,8 +75,9 @@ def test_multipart_even_without_a_file_and_message_always_present(cli, stdlib_se
 
 
 def test_json_attaches_encoding(cli, stdlib_server, isolated):
-    write_config(isolated / "opcli.yaml", panel_url=f"{stdlib_server.url}/api",
-                 extra_site="    attaches_encoding: json\n")
+    write_config(
+        isolated / "opcli.yaml", panel_url=f"{stdlib_server.url}/api", extra_site="    attaches_encoding: json\n"
+    )
     result = cli("send", "--user", 1, "--bot", 2, "--photo", "https://s.example/a.jpg", "--big", "https://s/b.jpg")
     assert result.exit_code == 0, result.stderr
     [got] = stdlib_server.received
@@ -96,13 +111,14 @@ def test_verbose_masks_token_and_elides_file(cli, stdlib_server, site, isolated)
 def test_dry_run_sends_nothing_and_prints_curl(cli, stdlib_server, site, isolated):
     photo = isolated / "a.jpg"
     photo.write_bytes(b"x" * 1234)
-    result = cli("send", "--user", 5, "--bot", 6, "-m", "it's", "--photo", "https://s/1.jpg", "--attach", photo,
-                 "--dry-run")
+    result = cli(
+        "send", "--user", 5, "--bot", 6, "-m", "it's", "--photo", "https://s/1.jpg", "--attach", photo, "--dry-run"
+    )
     assert result.exit_code == 0, result.stderr
     assert stdlib_server.received == []
     assert "secret-token-123456" not in result.stdout
     assert "1234 bytes" in result.stdout
-    assert "--form-string \"token=$OPCLI_TOKEN\"" in result.stdout
+    assert '--form-string "token=$OPCLI_TOKEN"' in result.stdout
     assert "--form-string 'attaches[0][file_url]=https://s/1.jpg'" in result.stdout
     assert "-F 'attach=@" in result.stdout
 
@@ -110,15 +126,14 @@ def test_dry_run_sends_nothing_and_prints_curl(cli, stdlib_server, site, isolate
 def test_dry_run_curl_command_really_works(cli, stdlib_server, site, isolated, monkeypatch):
     import subprocess
 
-    result = cli("send", "--user", 5, "--bot", 6, "-m", "it's \"ok\" $HOME", "--photo", "https://s/1.jpg",
-                 "--dry-run")
+    result = cli("send", "--user", 5, "--bot", 6, "-m", 'it\'s "ok" $HOME', "--photo", "https://s/1.jpg", "--dry-run")
     curl = next(line for line in result.stdout.splitlines() if line.startswith("curl "))
     env = {"OPCLI_TOKEN": "secret-token-123456", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(["bash", "-c", curl], env=env, capture_output=True, timeout=30)
     assert done.returncode == 0, done.stderr
     [got] = stdlib_server.received
     assert got.field("token") == "secret-token-123456"
-    assert got.field("message") == "it's \"ok\" $HOME"
+    assert got.field("message") == 'it\'s "ok" $HOME'
     assert got.field("attaches[0][big]") == "https://s/1.jpg"
 
 
@@ -184,8 +199,11 @@ def test_200_with_status_0_is_exit_1(cli, stdlib_server, site):
 
 
 def test_500_with_html_is_exit_1(cli, stdlib_server, site):
-    stdlib_server.respond = lambda r: (500, {"Content-Type": "text/html"},
-                                       b"<!DOCTYPE html><html><head><title>Fatal error</title></head></html>")
+    stdlib_server.respond = lambda r: (
+        500,
+        {"Content-Type": "text/html"},
+        b"<!DOCTYPE html><html><head><title>Fatal error</title></head></html>",
+    )
     result = cli("send", "--user", 1, "--bot", 2, "-m", "hi")
     assert result.exit_code == 1
     assert "HTTP 500" in result.stderr and "Fatal error" in result.stderr
@@ -202,16 +220,21 @@ def test_302_is_not_followed_and_is_exit_1(cli, stdlib_server, site):
 # --- refused before sending ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--user", "abc", "--bot", "2", "-m", "x"], "Invalid value for '--user'"),
-    (["--user", "-1", "--bot", "2", "-m", "x"], "--user"),
-    (["--user", "1", "--bot", "2", "--attach", "missing.bin"], "cannot read file missing.bin"),
-    (["--user", "1", "--bot", "2", "--photo", "https://a/1", "--big", "https://a/b", "--big", "https://a/c"],
-     "2 --big for 1 --photo"),
-    (["--user", "1", "--bot", "2"], "nothing to send"),
-    (["--user", "1", "--bot", "2", "--photo", "photo.jpg"], "must start with http://"),
-    (["--bot", "2", "-m", "x"], "both --user and --bot are required"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--user", "abc", "--bot", "2", "-m", "x"], "Invalid value for '--user'"),
+        (["--user", "-1", "--bot", "2", "-m", "x"], "--user"),
+        (["--user", "1", "--bot", "2", "--attach", "missing.bin"], "cannot read file missing.bin"),
+        (
+            ["--user", "1", "--bot", "2", "--photo", "https://a/1", "--big", "https://a/b", "--big", "https://a/c"],
+            "2 --big for 1 --photo",
+        ),
+        (["--user", "1", "--bot", "2"], "nothing to send"),
+        (["--user", "1", "--bot", "2", "--photo", "photo.jpg"], "must start with http://"),
+        (["--bot", "2", "-m", "x"], "both --user and --bot are required"),
+    ],
+)
 def test_bad_input_is_exit_2_and_sends_nothing(cli, stdlib_server, site, args, expected):
     result = cli("send", *args)
     assert result.exit_code == 2
