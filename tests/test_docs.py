@@ -1,0 +1,75 @@
+"""The README is tested: commands documented, examples that really run, CI runs the Quickstart."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import typer
+
+from opcli.cli import app
+from opcli.config import BUILTIN, load_config
+from opcli.listener import InThread, create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def commands() -> list[tuple[str, object]]:
+    group = typer.main.get_command(app)
+    found = []
+    for name, cmd in group.commands.items():
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            found += [(f"{name} {sub}", subcmd) for sub, subcmd in subs.items()]
+        else:
+            found.append((name, cmd))
+    return found
+
+
+@pytest.mark.parametrize("name, cmd", commands())
+def test_every_command_has_help_and_is_in_the_readme(name, cmd):
+    assert (cmd.help or "").strip(), f"opcli {name} has no help text"
+    assert f"opcli {name}" in README
+
+
+def test_quickstart_is_two_lines_and_ci_runs_the_second():
+    block = re.search(r"## Quickstart\s+```sh\n(.*?)```", README, re.S).group(1).strip().splitlines()
+    assert len(block) == 2
+    assert "opcli demo" in block[0]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert block[1] in ci.splitlines()
+
+
+def test_readme_examples_run_on_the_builtin_defaults(cli, isolated, monkeypatch):
+    block = re.search(r"## Examples.*?```sh\n(.*?)```", README, re.S).group(1)
+    examples = [shlex.split(line)[1:] for line in block.splitlines() if line.startswith("opcli ")]
+    assert len(examples) >= 10
+    config = isolated / "builtin.yaml"
+    config.write_text(BUILTIN.read_text())  # the built-in config, but on a free port
+    journal: list[dict] = []
+    listener = create_app(load_config(config, listen=True), on_call=journal.append)
+    with InThread(listener) as server:
+        config.write_text(BUILTIN.read_text().replace("http://127.0.0.1:8765", server.url))
+        monkeypatch.setenv("OPCLI_CONFIG", str(config))
+        (isolated / "photo.jpg").write_bytes(b"\xff\xd8\xff" + bytes(1000))
+        (isolated / "messages.jsonl").write_text(
+            "".join(json.dumps({"user": 42, "bot": 7, "message": f"m{i}"}) + "\n" for i in range(5)))
+        for argv in examples:
+            result = cli(*argv)
+            assert result.exit_code == 0, f"opcli {' '.join(argv)}: {result.stdout}{result.stderr}"
+    assert (isolated / "report.xml").exists()
+    assert {e["kind"] for e in journal} == {"message_sent", "user_info", "user_media", "send_message"}
+
+
+def test_the_documented_journal_line_has_the_real_keys(tmp_path):
+    documented = json.loads(re.search(r'```json\n(\{"event": "call".*?)```', README, re.S).group(1))
+    journal: list[dict] = []
+    from starlette.testclient import TestClient
+
+    client = TestClient(create_app(load_config(listen=True), on_call=journal.append))
+    client.post("/hooks/user-info", data={"token": "dev-token", "user_id": "42"})
+    assert list(journal[0]) == list(documented)
