@@ -57,7 +57,8 @@ def test_readme_examples_run_on_the_builtin_defaults(cli, isolated, monkeypatch)
         monkeypatch.setenv("OPCLI_CONFIG", str(config))
         (isolated / "photo.jpg").write_bytes(b"\xff\xd8\xff" + bytes(1000))
         (isolated / "messages.jsonl").write_text(
-            "".join(json.dumps({"user": 42, "bot": 7, "message": f"m{i}"}) + "\n" for i in range(5)))
+            "".join(json.dumps({"user": 42, "bot": 7, "message": f"m{i}"}) + "\n" for i in range(5))
+        )
         for argv in examples:
             result = cli(*argv)
             assert result.exit_code == 0, f"opcli {' '.join(argv)}: {result.stdout}{result.stderr}"
