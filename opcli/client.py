@@ -281,6 +281,8 @@ def unreachable(url: str, exc: Exception, timeout: float | None = None) -> Unrea
         lowered = text.lower()
         if "refused" in lowered:
             cause = "connection refused"
+            if httpx.URL(url).host in ("127.0.0.1", "localhost", "::1"):
+                cause += " (is `opcli listen` running?)"
         elif "name or service" in lowered or "nodename" in lowered or "getaddrinfo" in lowered:
             cause = f"host not found ({text})"
         elif "ssl" in lowered or "certificate" in lowered:

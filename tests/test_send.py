@@ -146,7 +146,9 @@ def test_refused_connection_is_exit_3(cli, isolated):
     result = cli("send", "--user", 1, "--bot", 2, "-m", "hi", "--json")
     assert result.exit_code == 3
     assert result.stdout == ""
-    assert result.stderr.strip() == f"opcli: error: cannot reach http://127.0.0.1:{port}/api: connection refused"
+    assert result.stderr.strip() == (
+        f"opcli: error: cannot reach http://127.0.0.1:{port}/api: connection refused (is `opcli listen` running?)"
+    )
 
 
 def test_timeout_is_exit_3(cli, isolated):
