@@ -121,12 +121,12 @@ def read_items(site: Site, stream: Iterable[str], fmt: str) -> Iterator[Item]:
     """The input as Items, lazily; bad lines become Items with an error."""
     for number, record in _records(stream, fmt):
         if isinstance(record, str):
-            yield Item(number, error=f"line {number}: {record}")
+            yield Item(number, error=record)
             continue
         try:
             yield Item(number, request=to_request(site, record))
         except ValueError as exc:
-            yield Item(number, error=f"line {number}: {exc}")
+            yield Item(number, error=str(exc))
 
 
 def detect_format(path: str, head: str) -> str:
@@ -336,7 +336,7 @@ async def _send_all(
                     summary.unreachable += 1
                     summary.first_unreachable = summary.first_unreachable or str(exc)
                 except OSError as exc:  # the attach file went away after its line was read
-                    result["error"] = f"line {item.line}: cannot read attach file: {exc.strerror or exc}"
+                    result["error"] = f"cannot read attach file: {exc.strerror or exc}"
                 else:
                     result.update(
                         ok=reply.ok,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from opcli import __version__
-from opcli.errors import OpcliError, UsageError
+from opcli.errors import OpcliError, RemoteError, UsageError
 
 if TYPE_CHECKING:
     from opcli.config import Config
@@ -147,40 +147,21 @@ def _logger(out: Output, verbose: bool) -> Any:
     return (lambda line: out.err.print(line, markup=False, style="dim")) if verbose else None
 
 
-def _render_reply(out: Output, json_mode: bool, reply: Any, what: str) -> None:
-    """Print a send/reply result: the reply body with --json, a short line otherwise; exit 1 on failure."""
+def _reply_outcome(out: Output, reply: Any, what: str) -> None:
+    """Show a send/reply result; a failure is exit 1."""
+    out.reply(reply, what)
     failure = reply.failure()
-    if json_mode:
-        out.json(reply.data if reply.is_json else None)
-    elif failure is None:
-        data = reply.data.get("data") if isinstance(reply.data, dict) else None
-        detail = ""
-        if isinstance(data, dict) and "message_id" in data:
-            detail = f", message_id {data['message_id']}"
-        out.line(f"{what}: HTTP {reply.status}{detail} ({reply.ms:.0f} ms)", style="green")
-        if not reply.is_json and reply.body.strip():
-            out.warn(f"the reply is {reply.describe_body()}")
     if failure is not None:
-        from opcli.errors import RemoteError
-
         raise RemoteError(f"{reply.url} refused it: {failure}")
 
 
-def _dry_run(out: Output, json_mode: bool, request: Any) -> None:
-    if json_mode:
-        out.json({**request.describe(), "curl": request.curl()})
-        return
-    info = request.describe()
-    out.line(f"POST {info['url']}  ({info['encoding']})")
-    for name, value in info["fields"]:
-        out.line(f"  {name} = {value}")
-    if info["file"]:
-        f = info["file"]
-        out.line(f"  {f['field']} = @{f['path']} ({f['size']} bytes, {f['content_type']})")
-    out.line("")
-    out.line("# the same with curl (set OPCLI_TOKEN to the site's token):")
-    out.line(request.curl())
-    out.note("dry run: nothing was sent")
+def _judged_outcome(out: Output, kind: str, judged: Any) -> None:
+    """Show a user-info/user-media reply and what the contract says of it; violations are exit 1."""
+    out.webhook_reply(kind, judged.data)
+    out.findings(judged.findings)
+    if judged.violations:
+        n = len(judged.violations)
+        raise RemoteError(f"{judged.reply.url}: the reply breaks the contract ({n} violation{'s' * (n != 1)})")
 
 
 # --- send ----------------------------------------------------------------------------------
@@ -267,11 +248,11 @@ def send(
     config = ctx.obj.load()
     request = client.message_sent(config.site, user, bot, text or "", photos, attach)
     if dry_run:
-        _dry_run(out, json_out, request)
+        out.request(request)
         return
     with client.make_client(config.site, timeout) as http:
         reply = client.send(http, request, _logger(out, verbose))
-    _render_reply(out, json_out, reply, f"Sent to {request.url}")
+    _reply_outcome(out, reply, f"Sent to {request.url}")
 
 
 def _send_batch(
@@ -286,7 +267,6 @@ def _send_batch(
     from contextlib import nullcontext
 
     from opcli.batch import send_batch
-    from opcli.errors import RemoteError
     from opcli.output import Output
 
     out = Output(json_out)
@@ -310,8 +290,7 @@ def _send_batch(
             if json_out:
                 out.json(result)
             elif not result["ok"]:
-                detail = result["error"] or f"HTTP {result['status']}"
-                out.warn(detail if detail.startswith("line ") else f"line {result['line']}: {detail}")
+                out.warn(f"line {result['line']}: {result['error'] or 'HTTP ' + str(result['status'])}")
             if task is not None:
                 progress.advance(task)
 
@@ -447,44 +426,6 @@ def listen(
 # --- the panel's side: user-info, user-media, reply, check -----------------------------------
 
 
-def _findings(out: Output, findings: list[Any]) -> None:
-    """Notices, warnings and violations of a contract check, on stderr."""
-    styles = {"notice": "dim", "warning": "yellow", "violation": "bold red"}
-    for f in findings:
-        out.note(f"{f.level}: {f}", style=styles[f.level])
-
-
-def _render_judged(out: Output, json_mode: bool, kind: str, judged: Any) -> None:
-    """user-info/user-media output: the object (table, list or JSON), then findings; exit 1 on violations."""
-    data = judged.data
-    if json_mode:
-        out.json(data)
-    elif isinstance(data, dict):
-        if kind == "user_info":
-            rows = [
-                (key, data[key])
-                for key in ("id", "name", "gender", "avatar", "balance", "location", "about")
-                if key in data
-            ]
-            custom = data.get("custom")
-            for attr in custom if isinstance(custom, list) else []:
-                if isinstance(attr, dict):
-                    rows.append((f"custom: {attr.get('name')}", attr.get("value")))
-            out.table(rows, title=f"User {data.get('id', '?')}")
-        else:
-            media = data.get("media") if isinstance(data.get("media"), list) else []
-            out.line(f"{len(media)} media")
-            for k, item in enumerate(media, 1):
-                if isinstance(item, dict):
-                    out.line(f"{k}. {item.get('url')}  (big: {item.get('big', '-')})")
-    _findings(out, judged.findings)
-    if judged.violations:
-        from opcli.errors import RemoteError
-
-        n = len(judged.violations)
-        raise RemoteError(f"{judged.reply.url}: the reply breaks the contract ({n} violation{'s' * (n != 1)})")
-
-
 def _fetch(ctx: typer.Context, kind: str, user_id: int, timeout: float | None, verbose: bool, json_out: bool) -> None:
     from opcli import client
     from opcli.output import Output
@@ -494,7 +435,7 @@ def _fetch(ctx: typer.Context, kind: str, user_id: int, timeout: float | None, v
     site = ctx.obj.load().site
     with client.make_client(site, timeout) as http:
         judged = fetch(http, site, kind, user_id, _logger(out, verbose))
-    _render_judged(out, json_out, kind, judged)
+    _judged_outcome(out, kind, judged)
 
 
 @command(name="user-info")
@@ -552,16 +493,11 @@ def reply(
     site = ctx.obj.load().site
     request = operator_reply(site, bot, user, text or "", attach)
     if dry_run:
-        _dry_run(out, json_out, request)
+        out.request(request)
         return
     with client.make_client(site, timeout) as http:
         answer = client.send(http, request, _logger(out, verbose))
-    _render_reply(out, json_out, answer, f"Delivered to {request.url}")
-
-
-def _check_row(out: Output, check: Any) -> None:
-    mark, style = ("PASS", "green") if check.ok else ("FAIL", "bold red")
-    out.line(f"{mark}  {check.name:<34} {check.ms:>7.0f} ms  {check.detail}", style=style)
+    _reply_outcome(out, answer, f"Delivered to {request.url}")
 
 
 @command()
@@ -581,7 +517,6 @@ def check(
     json_out: bool = JSON_OPT,
 ) -> None:
     """Run the conformance suite against the site's three webhooks."""
-    from opcli.conformance import junit_xml
     from opcli.output import Output
 
     out = Output(json_out)
@@ -591,33 +526,29 @@ def check(
     if user is None or (send_messages and bot is None):
         missing = "--user" if user is None else "--bot"
         raise UsageError(f"give {missing} or set check.{missing[2:]} for site '{site.name}' in the config")
-    report = _run_check(out, json_out, site, user, bot or 0, send_messages, timeout)
+    _run_check(out, site, user, bot or 0, send_messages, timeout, junit)
+
+
+def _run_check(
+    out: Output, site: Any, user: int, bot: int, send_messages: bool, timeout: float | None, junit: Path | None = None
+) -> None:
+    """Run the suite, show it (rows as they finish, or the JSON report), write JUnit; failures are exit 1."""
+    from opcli import client
+    from opcli.conformance import junit_xml, run_checks
+
+    with client.make_client(site, timeout) as http:
+        report = run_checks(http, site, user, bot, send_messages, on_check=None if out.json_mode else out.check_row)
+    if out.json_mode:
+        out.json(report.as_dict())
+    else:
+        out.note(f"{report.passed} checks passed, {report.failed} failed", style="bold")
     if junit is not None:
         try:
             junit.write_bytes(junit_xml(report))
         except OSError as exc:
             raise UsageError(f"cannot write {junit}: {exc.strerror}") from None
     if report.failed:
-        from opcli.errors import RemoteError
-
         raise RemoteError(f"{report.failed} of {len(report.checks)} checks failed against site '{site.name}'")
-
-
-def _run_check(
-    out: Output, json_mode: bool, site: Any, user: int, bot: int, send_messages: bool, timeout: float | None
-) -> Any:
-    from opcli import client
-    from opcli.conformance import run_checks
-
-    with client.make_client(site, timeout) as http:
-        report = run_checks(
-            http, site, user, bot, send_messages, on_check=None if json_mode else (lambda c: _check_row(out, c))
-        )
-    if json_mode:
-        out.json(report.as_dict())
-    else:
-        out.note(f"{report.passed} checks passed, {report.failed} failed", style="bold")
-    return report
 
 
 # --- demo --------------------------------------------------------------------------------
@@ -632,10 +563,10 @@ def demo(ctx: typer.Context) -> None:
 
     from opcli import client
     from opcli.conformance import TINY_PNG
-    from opcli.errors import RemoteError
     from opcli.listener import InThread, create_app, routes_of
     from opcli.output import Output
     from opcli.panel import fetch, operator_reply
+    from opcli.protocol import mask_token
 
     config = ctx.obj.load(listen=True)
     out = Output()
@@ -643,9 +574,9 @@ def demo(ctx: typer.Context) -> None:
     user, bot = config.site.check.get("user", 42), config.site.check.get("bot", 7)
     failed: list[str] = []
 
-    def step(title: str, argv: list[str], run: Any) -> None:
+    def step(title: str, command_line: str, run: Any) -> None:
         out.line("")
-        out.line(f"== {title}: opcli {' '.join(map(shlex.quote, argv))}", style="bold cyan")
+        out.line(f"== {title}: opcli {command_line}", style="bold cyan")
         try:
             run()
         except OpcliError as exc:
@@ -662,80 +593,41 @@ def demo(ctx: typer.Context) -> None:
             panel_url=server.url + paths.get("message_sent", "/"),
             webhooks={k: server.url + p for k, p in paths.items() if k != "message_sent"},
         )
-        out.line(f"Listener ready: {server.url} (site '{site.name}', token {_masked(site.token)})", style="bold")
+        out.line(f"Listener ready: {server.url} (site '{site.name}', token {mask_token(site.token)})", style="bold")
         photo = Path(tmp) / "hello.png"
         photo.write_bytes(TINY_PNG)
-        http = client.make_client(site)
-        with http:
-            message = "Hello from opcli demo!"
-            photo_url = "https://cdn.example.com/demo/1.jpg"
+        text, photo_url, answer = "Hello from opcli demo!", "https://cdn.example.com/demo/1.jpg", "Hi! How are you?"
+        message = client.message_sent(site, user, bot, text, _photos([photo_url], []), photo)
+        with client.make_client(site) as http:
             step(
                 "the site sends a message to the panel",
-                [
-                    "send",
-                    "--user",
-                    str(user),
-                    "--bot",
-                    str(bot),
-                    "-m",
-                    message,
-                    "--photo",
-                    photo_url,
-                    "--attach",
-                    str(photo),
-                ],
-                lambda: _render_reply(
-                    out,
-                    False,
-                    client.send(http, client.message_sent(site, user, bot, message, _photos([photo_url], []), photo)),
-                    f"Sent to {site.panel_url}",
-                ),
+                f"send --user {user} --bot {bot} -m {shlex.quote(text)} --photo {photo_url} --attach {photo}",
+                lambda: _reply_outcome(out, client.send(http, message), f"Sent to {message.url}"),
             )
-            step(
-                "the panel opens the user's profile",
-                ["user-info", str(user)],
-                lambda: _render_judged(out, False, "user_info", fetch(http, site, "user_info", user)),
-            )
-            step(
-                "the panel opens the user's private media",
-                ["user-media", str(user)],
-                lambda: _render_judged(out, False, "user_media", fetch(http, site, "user_media", user)),
-            )
-            answer = "Hi! How are you?"
+            for kind in ("user_info", "user_media"):
+                step(
+                    f"the panel opens the user's {'profile' if kind == 'user_info' else 'private media'}",
+                    f"{kind.replace('_', '-')} {user}",
+                    lambda kind=kind: _judged_outcome(out, kind, fetch(http, site, kind, user)),
+                )
+            reply = operator_reply(site, bot, user, answer)
             step(
                 "an operator replies",
-                ["reply", "--bot", str(bot), "--user", str(user), "-m", answer],
-                lambda: _render_reply(
-                    out,
-                    False,
-                    client.send(http, operator_reply(site, bot, user, answer)),
-                    f"Delivered to {site.webhooks.get('send_message')}",
-                ),
+                f"reply --bot {bot} --user {user} -m {shlex.quote(answer)}",
+                lambda: _reply_outcome(out, client.send(http, reply), f"Delivered to {reply.url}"),
             )
-
-            def conformance() -> None:
-                report = _run_check(out, False, site, user, bot, True, None)
-                if report.failed:
-                    raise RemoteError(f"{report.failed} checks failed")
-
-            step("the conformance suite", ["check", "--send"], conformance)
+        step("the conformance suite", "check --send", lambda: _run_check(out, site, user, bot, True, None))
     out.line("")
-    rejected = sum(1 for c in calls if c["status"] >= 400)
-    summary = (
-        f"The listener received {len(calls)} calls ({rejected} rejected on purpose by the token checks "
-        "and the bad-id check)."
-    )
     if failed:
-        out.error(f"demo: {len(failed)} step(s) failed: {', '.join(failed)}")
+        out.error(f"demo: {len(failed)} of 5 steps failed: {', '.join(failed)}")
         raise typer.Exit(1)
-    out.line(f"Demo finished: all 5 steps worked. {summary}", style="bold green")
+    rejected = sum(1 for c in calls if c["status"] >= 400)
+    out.line(
+        f"Demo finished: all 5 steps worked. The listener received {len(calls)} calls ({rejected} rejected on "
+        "purpose by the token and bad-id checks).",
+        style="bold green",
+    )
     out.line("Next: run `opcli listen` in one terminal and the same commands in another.")
-
-
-def _masked(token: str) -> str:
-    from opcli.protocol import mask_token
-
-    return mask_token(token)
 
 
 # --- config --------------------------------------------------------------------------------

@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import hmac
 import itertools
 import re
 import signal
 import socket
 import sys
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import urlsplit
 
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -35,6 +31,7 @@ from starlette.routing import Route
 from opcli import __version__
 from opcli.config import Config, Site
 from opcli.errors import ConfigError, UsageError
+from opcli.forms import Body, Rejected, media_type, read_form
 from opcli.output import dumps
 from opcli.protocol import ACTION_MESSAGE_SENT, ID_FIELDS, KINDS, decode_attaches
 
@@ -42,15 +39,6 @@ MAX_PARTS = 1000
 DEFAULT_PORT = 8765
 _ID = re.compile(r"^[0-9]{1,18}$")
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
-
-
-class Rejected(Exception):
-    """A call answered with a 4xx JSON error."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def routes_of(site: Site) -> dict[str, str]:
@@ -74,162 +62,6 @@ def routes_of(site: Site) -> dict[str, str]:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass
-class _Upload:
-    field: str
-    filename: str
-    handle: IO[bytes] | None
-    path: Path | None
-    digest: Any = field(default_factory=hashlib.sha256)
-    size: int = 0
-
-    def entry(self) -> dict[str, Any]:
-        return {
-            "field": self.field,
-            "filename": self.filename,
-            "size": self.size,
-            "sha256": self.digest.hexdigest(),
-            "saved_as": str(self.path) if self.path else None,
-        }
-
-
-class _Body:
-    """The parsed body of one call: fields in order, and the uploads streamed so far."""
-
-    def __init__(self, save_dir: Path | None) -> None:
-        self.save_dir = save_dir
-        self.fields: list[tuple[str, str]] = []
-        self.uploads: list[_Upload] = []
-
-    def discard_files(self) -> None:
-        """Close uploads and remove what was written (a rejected call keeps no files)."""
-        for upload in self.uploads:
-            if upload.handle is not None:
-                upload.handle.close()
-            if upload.path is not None:
-                upload.path.unlink(missing_ok=True)
-                upload.path = None
-
-    def new_upload(self, name: str, filename: str) -> _Upload:
-        handle = path = None
-        if self.save_dir is not None:
-            suffix = Path(filename.replace("\\", "/")).suffix
-            suffix = suffix.lower() if _SAFE_SUFFIX.match(suffix) else ".bin"
-            path = self.save_dir / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:12]}{suffix}"
-            handle = open(path, "xb")  # noqa: SIM115 - closed at the part's end or by discard_files
-        upload = _Upload(name, filename, handle, path)
-        self.uploads.append(upload)
-        return upload
-
-
-def _decode(raw: bytes, what: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Rejected(400, f"{what} is not valid UTF-8 (byte {exc.start})") from None
-
-
-async def _read_multipart(request: Request, boundary: bytes, limit: int, body: _Body) -> int:
-    """Feed the request stream to python_multipart; returns the body's size."""
-    headers: dict[str, bytes] = {}
-    header_name = bytearray()
-    header_value = bytearray()
-    current: dict[str, Any] = {}
-    parts = 0
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        header_name.extend(data[start:end])
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        header_value.extend(data[start:end])
-
-    def on_header_end() -> None:
-        headers[bytes(header_name).lower().decode("latin-1")] = bytes(header_value)
-        header_name.clear()
-        header_value.clear()
-
-    def on_headers_finished() -> None:
-        nonlocal parts
-        parts += 1
-        if parts > MAX_PARTS:
-            raise Rejected(413, f"more than {MAX_PARTS} parts in the body")
-        disposition, params = parse_options_header(headers.get("content-disposition", b""))
-        if disposition != b"form-data" or b"name" not in params:
-            raise Rejected(400, "a multipart part has no Content-Disposition: form-data; name=...")
-        name = _decode(params[b"name"], "a part's name")
-        if b"filename" in params:
-            filename = params[b"filename"].decode("utf-8", "replace")
-            current["upload"] = body.new_upload(name, filename)
-        else:
-            current["name"] = name
-            current["data"] = bytearray()
-        headers.clear()
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        upload = current.get("upload")
-        if upload is None:
-            current["data"].extend(data[start:end])
-            return
-        chunk = data[start:end]
-        upload.digest.update(chunk)
-        upload.size += len(chunk)
-        if upload.handle is not None:
-            upload.handle.write(chunk)
-
-    def on_part_end() -> None:
-        upload = current.pop("upload", None)
-        if upload is not None:
-            if upload.handle is not None:
-                upload.handle.close()
-                upload.handle = None
-        else:
-            name = current.pop("name")
-            body.fields.append((name, _decode(bytes(current.pop("data")), f"field '{name}'")))
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise Rejected(413, f"body larger than {limit} bytes (listen.max_body_bytes)")
-            parser.write(chunk)
-    except MultipartParseError as exc:
-        raise Rejected(400, f"malformed multipart body: {exc}") from None
-    if size == 0:
-        raise Rejected(400, "empty body")
-    if parser.state != MultipartState.END:
-        raise Rejected(400, "truncated multipart body: the closing boundary never came")
-    return size
-
-
-async def _read_urlencoded(request: Request, limit: int, body: _Body) -> int:
-    data = bytearray()
-    async for chunk in request.stream():
-        data.extend(chunk)
-        if len(data) > limit:
-            raise Rejected(413, f"body larger than {limit} bytes (listen.max_body_bytes)")
-    if not data.strip():
-        raise Rejected(400, "empty body")
-    for pair in bytes(data).split(b"&"):
-        if not pair:
-            continue
-        name, _, value = pair.partition(b"=")
-        name_text = _decode(unquote_to_bytes(name.replace(b"+", b" ")), "a field name")
-        body.fields.append((name_text, _decode(unquote_to_bytes(value.replace(b"+", b" ")), f"field '{name_text}'")))
-    return len(data)
 
 
 class Listener:
@@ -317,7 +149,7 @@ class Listener:
         return JSONResponse(info), entry
 
     async def _call(self, request: Request, kind: str, entry: dict[str, Any]) -> tuple[int, Any]:
-        body = _Body(self.save_dir)
+        body = Body(self.save_dir)
         try:
             status, reply = await self._parse_and_answer(request, kind, entry, body)
         except BaseException:
@@ -328,26 +160,10 @@ class Listener:
         return status, reply
 
     async def _parse_and_answer(
-        self, request: Request, kind: str, entry: dict[str, Any], body: _Body
+        self, request: Request, kind: str, entry: dict[str, Any], body: Body
     ) -> tuple[int, Any]:
-        limit = self.listen.max_body_bytes
-        ctype_header = request.headers.get("content-type", "")
-        ctype, params = parse_options_header(ctype_header)
-        entry["content_type"] = ctype.decode("latin-1") or None
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit:
-            raise Rejected(413, f"body of {length} bytes is larger than {limit} (listen.max_body_bytes)")
-        if ctype == b"multipart/form-data":
-            if not params.get(b"boundary"):
-                raise Rejected(400, "multipart/form-data without a boundary")
-            await _read_multipart(request, params[b"boundary"], limit, body)
-        elif ctype == b"application/x-www-form-urlencoded":
-            await _read_urlencoded(request, limit, body)
-        else:
-            shown = ctype_header or "none"
-            raise Rejected(
-                415, f"unsupported content type: {shown} (use multipart/form-data or application/x-www-form-urlencoded)"
-            )
+        entry["content_type"] = media_type(request)
+        await read_form(request, self.listen.max_body_bytes, body)
         try:
             photos, fields = decode_attaches(body.fields)
         except ValueError as exc:

@@ -85,6 +85,67 @@ class Output:
             sys.stdout.write("".join(text + "\n" for text, _ in block))
             sys.stdout.flush()
 
+    # --- what the commands show -------------------------------------------------------------
+
+    def reply(self, reply: Any, what: str) -> None:
+        """A send/reply result: the reply body with --json, a short confirmation otherwise."""
+        if self.json_mode:
+            self.json(reply.data if reply.is_json else None)
+            return
+        if reply.failure() is not None:
+            return  # the caller reports it as the error
+        data = reply.data.get("data") if isinstance(reply.data, dict) else None
+        detail = f", message_id {data['message_id']}" if isinstance(data, dict) and "message_id" in data else ""
+        self.line(f"{what}: HTTP {reply.status}{detail} ({reply.ms:.0f} ms)", style="green")
+        if not reply.is_json and reply.body.strip():
+            self.warn(f"the reply is {reply.describe_body()}")
+
+    def request(self, request: Any) -> None:
+        """What --dry-run shows: the request (token masked) and the same request as curl."""
+        info = request.describe()
+        if self.json_mode:
+            self.json({**info, "curl": request.curl()})
+            return
+        self.line(f"POST {info['url']}  ({info['encoding']})")
+        for name, value in info["fields"]:
+            self.line(f"  {name} = {value}")
+        if info["file"]:
+            f = info["file"]
+            self.line(f"  {f['field']} = @{f['path']} ({f['size']} bytes, {f['content_type']})")
+        self.line("")
+        self.line("# the same with curl (set OPCLI_TOKEN to the site's token):")
+        self.line(request.curl())
+        self.note("dry run: nothing was sent")
+
+    def webhook_reply(self, kind: str, data: Any) -> None:
+        """A user-info reply as a table, a user-media reply as a list; the object itself with --json."""
+        if self.json_mode:
+            self.json(data)
+        elif isinstance(data, dict) and kind == "user_info":
+            keys = ("id", "name", "gender", "avatar", "balance", "location", "about")
+            rows = [(key, data[key]) for key in keys if key in data]
+            custom = data.get("custom")
+            for attr in custom if isinstance(custom, list) else []:
+                if isinstance(attr, dict):
+                    rows.append((f"custom: {attr.get('name')}", attr.get("value")))
+            self.table(rows, title=f"User {data.get('id', '?')}")
+        elif isinstance(data, dict):
+            media = data.get("media") if isinstance(data.get("media"), list) else []
+            self.line(f"{len(media)} media")
+            for k, item in enumerate(media, 1):
+                if isinstance(item, dict):
+                    self.line(f"{k}. {item.get('url')}  (big: {item.get('big', '-')})")
+
+    def findings(self, findings: Iterable[Any]) -> None:
+        """Notices, warnings and violations of a contract check, on stderr."""
+        styles = {"notice": "dim", "warning": "yellow", "violation": "bold red"}
+        for f in findings:
+            self.note(f"{f.level}: {f}", style=styles[f.level])
+
+    def check_row(self, check: Any) -> None:
+        mark, style = ("PASS", "green") if check.ok else ("FAIL", "bold red")
+        self.line(f"{mark}  {check.name:<34} {check.ms:>7.0f} ms  {check.detail}", style=style)
+
     def table(self, rows: Iterable[tuple[str, Any]], title: str | None = None) -> None:
         """Key/value rows: a rich table on a terminal, ``key: value`` lines otherwise."""
         rows = list(rows)
