@@ -2,9 +2,12 @@
 
 Input is JSON Lines or CSV (columns ``user, bot, message, photos, attach``; ``photos`` holds a
 JSON array), read as a stream so that a replay of any size runs in constant memory. A bad line
-is reported with its number and skipped. Requests go through one ``httpx.AsyncClient`` with
-connection reuse; ``retries`` retries only connection failures before anything was sent
-(httpx's transport retries), so a message is never sent twice by surprise.
+is reported with its number and skipped.
+
+Requests go through httpcore, httpx's own connection layer, without the client's per-request
+layers (cookies, auth, redirects: opcli uses none): each worker keeps one connection alive, and
+``retries`` is httpcore's -- what httpx's ``AsyncHTTPTransport(retries=N)`` passes down -- which
+retries only failures to connect, so a message is never sent twice by surprise.
 """
 
 from __future__ import annotations
@@ -13,9 +16,7 @@ import asyncio
 import csv
 import itertools
 import json
-import os
-import select
-import socket
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,9 +25,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpcore
-import httpx
 
-from opcli.client import Outgoing, Reply, message_sent, to_reply, unreachable
+from opcli.aionet import AsyncioBackend
+from opcli.client import Outgoing, Reply, message_sent, tls, to_reply, unreachable
 from opcli.config import Site
 from opcli.errors import UnreachableError, UsageError
 from opcli.protocol import Photo
@@ -153,8 +154,8 @@ class Summary:
     def percentile(self, p: float) -> float | None:
         if not self.latencies:
             return None
-        ordered = sorted(self.latencies)
-        return round(ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))], 1)
+        ordered = sorted(self.latencies)  # nearest rank
+        return round(ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)], 1)
 
     def as_dict(self) -> dict[str, Any]:
         rate = self.sent / self.seconds if self.seconds else 0.0
@@ -177,106 +178,15 @@ class _Pacer:
     def __init__(self, rate: float | None) -> None:
         self.interval = 1 / rate if rate else 0.0
         self.next = time.monotonic()
-        self.lock = asyncio.Lock()
 
     async def wait(self) -> None:
         if not self.interval:
             return
-        async with self.lock:
-            now = time.monotonic()
-            delay = self.next - now
-            self.next = max(now, self.next) + self.interval
+        now = time.monotonic()  # no await until the slot is taken: workers cannot interleave here
+        delay = self.next - now
+        self.next = max(now, self.next) + self.interval
         if delay > 0:
             await asyncio.sleep(delay)
-
-
-class _Stream(httpcore.AsyncNetworkStream):
-    """An httpcore network stream on plain asyncio streams."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        try:
-            async with asyncio.timeout(timeout):
-                return await self.reader.read(max_bytes)
-        except TimeoutError:
-            raise httpcore.ReadTimeout(f"no data within {timeout}s") from None
-        except OSError as exc:
-            raise httpcore.ReadError(str(exc)) from exc
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
-            return
-        try:
-            self.writer.write(buffer)
-            async with asyncio.timeout(timeout):
-                await self.writer.drain()
-        except TimeoutError:
-            raise httpcore.WriteTimeout(f"could not write within {timeout}s") from None
-        except OSError as exc:
-            raise httpcore.WriteError(str(exc)) from exc
-
-    async def aclose(self) -> None:
-        self.writer.close()
-
-    async def start_tls(
-        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        try:
-            await self.writer.start_tls(ssl_context, server_hostname=server_hostname, ssl_handshake_timeout=timeout)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"no TLS handshake within {timeout}s") from None
-        except OSError as exc:  # ssl.SSLError is an OSError
-            raise httpcore.ConnectError(str(exc)) from exc
-        return self
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":  # an idle keep-alive connection the server has closed
-            sock = self.writer.get_extra_info("socket")
-            return (
-                self.reader.at_eof()
-                or self.writer.is_closing()
-                or (sock is not None and bool(select.select([sock], [], [], 0)[0]))
-            )
-        if info in ("ssl_object", "socket"):
-            return self.writer.get_extra_info(info)
-        if info in ("client_addr", "server_addr"):
-            return self.writer.get_extra_info("sockname" if info == "client_addr" else "peername")
-        return None
-
-
-class _Backend(httpcore.AsyncNetworkBackend):
-    """httpcore's network layer on plain asyncio (Python 3.11+).
-
-    Its default goes through anyio, whose per-read and per-write cancel scopes were a third of
-    each batch message's CPU time.
-    """
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> _Stream:
-        try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, local_addr=(local_address, 0) if local_address else None
-                )
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"no connection within {timeout}s") from None
-        except OSError as exc:
-            raise httpcore.ConnectError(os.strerror(exc.errno) if exc.errno else str(exc)) from exc
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return _Stream(reader, writer)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 async def _send(pool: httpcore.AsyncConnectionPool, out: Outgoing, timeouts: dict[str, float]) -> Reply:
@@ -305,8 +215,8 @@ async def _send_all(
     timeouts = {"connect": seconds, "read": seconds, "write": seconds, "pool": seconds}
     ssl_context = None
     if site.url("message_sent").startswith("https:"):
-        ssl_context = httpx.create_ssl_context(verify=site.verify)
-    backend = _Backend() if sys.version_info >= (3, 11) else None
+        ssl_context = tls(site)
+    backend = AsyncioBackend() if sys.version_info >= (3, 11) else None
 
     async def worker() -> None:
         # one keep-alive connection per worker: httpcore's pool scans all its connections for

@@ -7,14 +7,14 @@ the other side answered is returned as a ``Reply`` for the caller to judge.
 
 from __future__ import annotations
 
-import functools
 import json
 import mimetypes
 import os
 import shlex
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -100,18 +100,12 @@ class Outgoing:
 
     def build(self) -> httpx.Request:
         """The request for an httpx client."""
-        url = _parsed(self.url)
+        url = httpx.URL(self.url)
         headers, body = self.encode()
         if isinstance(body, bytes):
             return httpx.Request("POST", url, headers=headers, content=body)
         headers["Host"] = url.netloc.decode("ascii")  # httpx adds it only to bodies it encodes itself
         return httpx.Request("POST", url, headers=headers, stream=body)
-
-
-@functools.lru_cache(maxsize=64)
-def _parsed(url: str) -> httpx.URL:
-    """Parsing a URL is a tenth of a batch message's cost; a batch has one URL."""
-    return httpx.URL(url)
 
 
 def _quote(name: str) -> str:
@@ -176,7 +170,6 @@ class Reply:
     ms: float
     data: Any = None
     is_json: bool = False
-    location: str | None = field(default=None)
 
     @property
     def ok(self) -> bool:
@@ -195,11 +188,11 @@ class Reply:
             or "<html" in lowered
             or "text/html" in self.headers.get("content-type", "")
         ):
-            title = ""
+            shown = first
             if "<title>" in lowered:
                 start = lowered.index("<title>") + 7
-                title = text[start : lowered.find("</title>", start)].strip()[:120]
-            return f"an HTML page ({title or first!r})" if title else f"an HTML page ({first!r})"
+                shown = text[start : lowered.find("</title>", start)].strip()[:120] or first
+            return f"an HTML page ({shown!r})"
         return f"not JSON ({first!r})"
 
     def failure(self) -> str | None:
@@ -208,7 +201,7 @@ class Reply:
             return None
         reason = f"HTTP {self.status}"
         if 300 <= self.status < 400:
-            return f"{reason}: redirect to {self.location or '?'} (redirects are not followed)"
+            return f"{reason}: redirect to {self.headers.get('location', '?')} (redirects are not followed)"
         if envelope_failed(self.data):
             return f"{reason}, status 0: {envelope_message(self.data) or '(no message)'}"
         message = envelope_message(self.data)
@@ -265,9 +258,17 @@ def check_file(path: Path | None) -> Path | None:
     return path
 
 
+def tls(site: Site) -> ssl.SSLContext:
+    """The site's TLS setting as a context: system/certifi CAs, none (``verify: false``), or a CA bundle."""
+    if isinstance(site.verify, str):
+        return ssl.create_default_context(cafile=site.verify)
+    return httpx.create_ssl_context(verify=site.verify)
+
+
 def make_client(site: Site, timeout: float | None = None) -> httpx.Client:
     """An httpx client for a site: its TLS setting, its timeout, no redirects followed."""
-    return httpx.Client(verify=site.verify, timeout=timeout or site.timeout, follow_redirects=False)
+    verify = tls(site) if isinstance(site.verify, str) else site.verify
+    return httpx.Client(verify=verify, timeout=timeout or site.timeout, follow_redirects=False)
 
 
 def unreachable(url: str, exc: Exception, timeout: float | None = None) -> UnreachableError:
@@ -316,16 +317,7 @@ def to_reply(out: Outgoing, status: int, headers: Any, body: bytes, started: flo
         (k.decode("latin-1") if isinstance(k, bytes) else k).lower(): v.decode("latin-1") if isinstance(v, bytes) else v
         for k, v in headers
     }
-    return Reply(
-        url=out.url,
-        status=status,
-        headers=headers,
-        body=body,
-        ms=(time.perf_counter() - started) * 1000,
-        data=data,
-        is_json=is_json,
-        location=headers.get("location"),
-    )
+    return Reply(out.url, status, headers, body, (time.perf_counter() - started) * 1000, data, is_json)
 
 
 def send(client: httpx.Client, out: Outgoing, log: Log | None = None) -> Reply:

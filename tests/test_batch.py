@@ -254,3 +254,54 @@ def test_batch_excludes_single_message_options(cli, isolated, extra):
 def test_missing_batch_file_is_exit_2(cli, isolated):
     result = cli("send", "--batch", isolated / "nope.jsonl")
     assert result.exit_code == 2 and "cannot read batch file" in result.stderr
+
+
+@pytest.fixture
+def tls_panel(isolated):
+    """`opcli listen`'s app over https, with a certificate from a test CA; yields (journal, CA file)."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    pem, ca_file = isolated / "server.pem", isolated / "ca.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    ca.cert_pem.write_to_path(str(ca_file))
+    write_config(isolated / "opcli.yaml")
+    journal: list[dict] = []
+    app = create_app(load_config(isolated / "opcli.yaml", listen=True), on_call=journal.append)
+    with InThread(app, ssl_certfile=str(pem), ssl_keyfile=str(pem)) as server:
+        assert server.url.startswith("https://")
+        yield server.url, journal, ca_file
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_https_panel_with_a_ca_bundle(cli, tls_panel, isolated, batch):
+    url, journal, ca_file = tls_panel
+    write_config(isolated / "opcli.yaml", panel_url=f"{url}/operator-api", extra_site=f"    verify: {ca_file}\n")
+    upload = isolated / "f.bin"
+    upload.write_bytes(b"tls-payload" * 1000)
+    if batch:
+        (isolated / "b.jsonl").write_text(
+            "".join(
+                json.dumps({"user": i, "bot": 2, "message": "over TLS", "attach": str(upload)}) + "\n" for i in range(5)
+            )
+        )
+        result = cli("send", "--batch", isolated / "b.jsonl", "--concurrency", 2)
+    else:
+        result = cli("send", "--user", 1, "--bot", 2, "-m", "over TLS", "--attach", upload)
+    assert result.exit_code == 0, result.stderr
+    entries = settle(journal, 5 if batch else 1)
+    assert all(e["fields"]["message"] == "over TLS" for e in entries)
+    assert all(e["files"][0]["sha256"] == hashlib.sha256(upload.read_bytes()).hexdigest() for e in entries)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_https_panel_with_an_unknown_ca_is_exit_3(cli, tls_panel, isolated, batch):
+    url, journal, _ = tls_panel
+    write_config(isolated / "opcli.yaml", panel_url=f"{url}/operator-api")
+    (isolated / "b.jsonl").write_text(json.dumps({"user": 1, "bot": 2, "message": "m"}) + "\n")
+    args = ["--batch", isolated / "b.jsonl"] if batch else ["--user", 1, "--bot", 2, "-m", "m"]
+    result = cli("send", *args)
+    assert result.exit_code == 3
+    assert "CERTIFICATE_VERIFY_FAILED" in result.stderr
+    assert journal == []
