@@ -101,6 +101,9 @@ def command(typer_app: typer.Typer = app, name: str | None = None) -> Any:
                 raise typer.Exit(exc.exit_code) from None
             except KeyboardInterrupt:
                 raise typer.Exit(130) from None
+            except BrokenPipeError:  # stdout's reader went away (| head): stop quietly, as Unix tools do
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(141) from None
             except Exception as exc:  # a bug: say so in one line, traceback only on request
                 if os.environ.get("OPCLI_DEBUG") or type(exc).__module__.startswith(("typer", "click")):
                     raise  # typer's own usage errors and exits keep their usual form

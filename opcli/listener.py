@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import hmac
 import itertools
+import os
 import re
 import signal
 import socket
@@ -247,28 +248,37 @@ class Recorder:
         self.seq = 0
         self.counted = 0
         self.rejected = 0
-        self.on_done: Callable[[], None] = lambda: None
+        self.stdout_open = True
+        self.on_done: Callable[[str], None] = lambda why: None
 
     def write(self, entry: dict[str, Any]) -> None:
+        """The journal line, then stdout: JSON Lines with --json, else the human block."""
         line = dumps(entry) + "\n"
         if self.journal is not None:
             self.journal.write(line)
             self.journal.flush()
-        if self.json_mode:
-            sys.stdout.write(line)
-            sys.stdout.flush()
+        if not self.stdout_open:
+            return
+        try:
+            if self.json_mode:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            elif self.human is not None and entry["event"] == "call":
+                self.human(entry)
+        except BrokenPipeError:  # the reader went away (| head): stop, as a Unix tool does
+            self.stdout_open = False
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            self.on_done("stdout closed")
 
     def __call__(self, entry: dict[str, Any]) -> None:
         self.seq += 1
         entry["seq"] = self.seq
         self.write(entry)
-        if not self.json_mode and self.human is not None:
-            self.human(entry)
         if entry["kind"] != "unknown":
             self.counted += 1
             self.rejected += entry["status"] >= 400
             if self.count is not None and self.counted >= self.count:
-                self.on_done()
+                self.on_done("count")
 
 
 def pick_address(
@@ -363,13 +373,13 @@ def serve(
         app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5, server_header=False
     )
     server = uvicorn.Server(uv_config)
-    stop_reason = {"why": "stopped"}
+    reasons: list[str] = []  # why it stopped: the first one counts
 
     def stop(why: str) -> None:
-        stop_reason.setdefault("final", why)
+        reasons.append(why)
         server.should_exit = True
 
-    recorder.on_done = lambda: stop("count")
+    recorder.on_done = stop
     previous = {sig: signal.signal(sig, _raise_signalled) for sig in (signal.SIGINT, signal.SIGTERM)}
     sock = None
     try:
@@ -389,10 +399,8 @@ def serve(
             await server.serve(sockets=[sock])
 
         asyncio.run(run())
-        code = 1 if recorder.rejected else 0
-        why = stop_reason.get("final", "stopped")
-        if why == "timeout" and count is not None:
-            code = 124
+        why = reasons[0] if reasons else "stopped"
+        code = 124 if why == "timeout" and count is not None else 1 if recorder.rejected else 0
     except _Signalled as exc:
         code, why = exc.exit_code, "interrupted"
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -207,3 +208,34 @@ def test_send_reaches_listen_on_the_builtin_defaults(listen_proc, isolated, cli)
     ]
     assert entry["files"][0]["sha256"] == hashlib.sha256(upload.read_bytes()).hexdigest()
     assert f"message_id {entry['reply']['data']['message_id']}" in result.stdout
+
+
+def test_a_closed_stdout_stops_the_listener_cleanly(isolated):
+    """`opcli listen --json | head -2`: the listener stops when its reader goes away, journal kept."""
+    journal, err = isolated / "j.jsonl", isolated / "err"
+    pipeline = subprocess.Popen(
+        f"{sys.executable} -m opcli listen --port 0 --json --journal {journal} 2>{err} | head -2 >/dev/null",
+        shell=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (journal.exists() and journal.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        url = json.loads(journal.read_text().splitlines()[0])["url"]
+        for _ in range(6):  # head takes the ready line and one call; a later write finds the pipe closed
+            subprocess.run(
+                ["curl", "-s", "-d", "token=dev-token", "-d", "user_id=42", f"{url}/hooks/user-info"],
+                capture_output=True,
+                timeout=30,
+            )
+        assert pipeline.wait(30) == 0
+    finally:
+        if pipeline.poll() is None:
+            os.killpg(pipeline.pid, signal.SIGKILL)
+            pipeline.wait(10)
+    text = err.read_text()
+    assert "Traceback" not in text and "BrokenPipe" not in text
+    assert "Stopped (stdout closed)" in text
+    calls = [json.loads(line) for line in journal.read_text().splitlines()[1:]]
+    assert len(calls) >= 2 and all(c["status"] == 200 for c in calls)

@@ -7,7 +7,6 @@ import json
 import re
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -171,9 +170,7 @@ def test_timeout_is_exit_3(cli, isolated):
     try:
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/api"
         write_config(isolated / "opcli.yaml", panel_url=url)
-        started = time.monotonic()
         result = cli("send", "--user", 1, "--bot", 2, "-m", "hi", "--timeout", "0.5")
-        assert time.monotonic() - started < 10
         assert result.exit_code == 3
         assert f"cannot reach {url}: no answer within 0.5s (timeout)" in result.stderr
     finally:
