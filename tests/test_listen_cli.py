@@ -18,6 +18,12 @@ from opcli.config import BUILTIN
 from tests.conftest import curl
 
 
+def message_form(message: str, *extra: str) -> list[str]:
+    """curl's -F arguments of a message_sent call from user 42 to bot 7 on the built-in token."""
+    fields = ["token=dev-token", "action=message_sent", "user_id=42", "contact_id=7", f"message={message}", *extra]
+    return [arg for field in fields for arg in ("-F", field)]
+
+
 def test_curl_multipart_and_urlencoded(listen_proc, isolated):
     upload = isolated / "résumé.pdf"
     upload.write_bytes(bytes(range(256)) * 3000)
@@ -25,23 +31,7 @@ def test_curl_multipart_and_urlencoded(listen_proc, isolated):
     proc = listen_proc(
         "listen", "--port", "0", "--count", "2", "--json", "--journal", str(journal), "--save-dir", str(saved)
     )
-    reply = json.loads(
-        curl(
-            "-F",
-            "token=dev-token",
-            "-F",
-            "action=message_sent",
-            "-F",
-            "user_id=42",
-            "-F",
-            "contact_id=7",
-            "-F",
-            "message=Привет ✓",
-            "-F",
-            f"attach=@{upload}",
-            f"{proc.url}/operator-api",
-        )
-    )
+    reply = json.loads(curl(*message_form("Привет ✓", f"attach=@{upload}"), f"{proc.url}/operator-api"))
     assert reply["status"] == 1 and reply["data"]["message_id"]
     info = json.loads(
         curl("--data-urlencode", "token=dev-token", "--data-urlencode", "user_id=42", f"{proc.url}/hooks/user-info")
@@ -140,21 +130,7 @@ def test_port_in_use_is_exit_2(isolated):
 
 def test_human_output(listen_proc):
     proc = listen_proc("listen", "--port", "0", "--count", "2")
-    curl(
-        "-F",
-        "token=dev-token",
-        "-F",
-        "action=message_sent",
-        "-F",
-        "user_id=42",
-        "-F",
-        "contact_id=7",
-        "-F",
-        "message=hello there",
-        "-F",
-        "attaches[0][file_url]=https://x/1.jpg",
-        f"{proc.url}/operator-api",
-    )
+    curl(*message_form("hello there", "attaches[0][file_url]=https://x/1.jpg"), f"{proc.url}/operator-api")
     curl("-d", "token=nope", "-d", "user_id=5", f"{proc.url}/hooks/user-info")
     assert proc.wait() == 1
     out = "".join(proc.stdout)
