@@ -164,23 +164,6 @@ class Output:
             for key, value in rows:
                 sys.stdout.write(f"{key}: {value}\n")
 
-    def grid(self, headers: list[str], rows: Iterable[Iterable[Any]], title: str | None = None) -> None:
-        """A table with headers: rich on a terminal, tab-separated lines otherwise."""
-        rows = [[str(c) for c in r] for r in rows]
-        if self.tty:
-            from rich.table import Table
-
-            table = Table(*headers, title=title, title_justify="left")
-            for row in rows:
-                table.add_row(*row)
-            self.out.print(table)
-        else:
-            if title:
-                sys.stdout.write(title + "\n")
-            sys.stdout.write("\t".join(headers) + "\n")
-            for row in rows:
-                sys.stdout.write("\t".join(row) + "\n")
-
 
 def _size(n: int) -> str:
     for unit in ("bytes", "KiB", "MiB", "GiB"):
