@@ -27,10 +27,10 @@ from typing import IO, Any
 import httpcore
 
 from opcli.aionet import AsyncioBackend
-from opcli.client import Outgoing, Reply, message_sent, tls, to_reply, unreachable
+from opcli.client import Outgoing, Reply, check_file, message_sent, tls, to_reply, unreachable
 from opcli.config import Site
 from opcli.errors import UnreachableError, UsageError
-from opcli.protocol import Photo
+from opcli.protocol import Photo, make_photos, parse_id
 
 COLUMNS = ("user", "bot", "message", "photos", "attach")
 
@@ -44,15 +44,6 @@ class Item:
     error: str | None = None
 
 
-def _id(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
-        raise ValueError(f"{name} must be a non-negative integer, got {json.dumps(value, ensure_ascii=False)}")
-    number = int(value)
-    if number < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {number}")
-    return number
-
-
 def _photos(value: Any) -> list[Photo]:
     if value in (None, ""):
         return []
@@ -63,30 +54,25 @@ def _photos(value: Any) -> list[Photo]:
             raise ValueError(f"photos is not a JSON array ({exc.msg})") from None
     if not isinstance(value, list):
         raise ValueError("photos must be a list of {file_url, big} objects")
-    photos = []
     for k, item in enumerate(value):
-        if not isinstance(item, dict) or not isinstance(item.get("file_url"), str):
+        if not isinstance(item, dict) or "file_url" not in item:
             raise ValueError(f"photos[{k}] must be an object with a file_url")
-        photos.append(Photo(file_url=item["file_url"], big=str(item.get("big") or item["file_url"])))
-    return photos
+    return make_photos((item["file_url"], item.get("big")) for item in value)
 
 
 def to_request(site: Site, record: dict[str, Any]) -> Outgoing:
     """Turn one input record into the request; raises ValueError with a readable reason."""
-    user, bot = _id(record.get("user"), "user"), _id(record.get("bot"), "bot")
+    user, bot = parse_id(record.get("user"), "user"), parse_id(record.get("bot"), "bot")
     message = record.get("message") or ""
     if not isinstance(message, str):
         raise ValueError("message must be a string")
     photos = _photos(record.get("photos"))
     attach = record.get("attach") or None
     if attach is not None:
-        path = Path(str(attach))
         try:
-            with open(path, "rb"):
-                pass
-        except OSError as exc:
-            raise ValueError(f"cannot read attach file {path}: {exc.strerror}") from None
-        attach = path
+            attach = check_file(Path(str(attach)))
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
     if not message and not photos and attach is None:
         raise ValueError("nothing to send (no message, photos or attach)")
     return message_sent(site, user, bot, message, photos, attach)
@@ -128,6 +114,18 @@ def read_items(site: Site, stream: Iterable[str], fmt: str) -> Iterator[Item]:
             yield Item(number, request=to_request(site, record))
         except ValueError as exc:
             yield Item(number, error=str(exc))
+
+
+def count_lines(source: str) -> int | None:
+    """The number of messages in a batch file, for a progress bar (None for stdin or when unreadable)."""
+    if source == "-":
+        return None
+    try:
+        with open(source, "rb") as stream:
+            lines = sum(1 for line in stream if line.strip())
+    except OSError:
+        return None
+    return lines - 1 if source.lower().endswith(".csv") else lines
 
 
 def detect_format(path: str, head: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import os
+import re
 import shlex
 import ssl
 import time
@@ -108,9 +109,15 @@ class Outgoing:
         return httpx.Request("POST", url, headers=headers, stream=body)
 
 
+# HTML5's form encoding of a name in Content-Disposition (what browsers and httpx do): a quote
+# and the control characters but ESC become %XX, a backslash is doubled
+_NAME_ESCAPES = {'"': "%22", "\\": "\\\\", **{chr(c): f"%{c:02X}" for c in range(0x20) if c != 0x1B}}
+_NAME_ESCAPE = re.compile("|".join(re.escape(c) for c in _NAME_ESCAPES))
+
+
 def _quote(name: str) -> str:
     """A name in a Content-Disposition header, escaped as browsers (and httpx) do."""
-    return name.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+    return _NAME_ESCAPE.sub(lambda m: _NAME_ESCAPES[m.group(0)], name)
 
 
 class MultipartBody(httpx.SyncByteStream, httpx.AsyncByteStream):
@@ -336,6 +343,40 @@ def send(client: httpx.Client, out: Outgoing, log: Log | None = None) -> Reply:
     if log:
         log_reply(log, reply)
     return reply
+
+
+def deliver(
+    site: Site,
+    request: Outgoing,
+    *,
+    http: httpx.Client | None = None,
+    timeout: float | None = None,
+    log: Log | None = None,
+) -> Reply:
+    """Send one request with the caller's client, or with a client made of the site's settings."""
+    if http is not None:
+        return send(http, request, log)
+    with make_client(site, timeout) as own:
+        return send(own, request, log)
+
+
+def send_message(
+    site: Site,
+    user: int,
+    bot: int,
+    message: str = "",
+    photos: Sequence[Photo] = (),
+    attach: Path | None = None,
+    *,
+    http: httpx.Client | None = None,
+    timeout: float | None = None,
+    log: Log | None = None,
+) -> Reply:
+    """Send a ``message_sent`` from ``user`` to ``bot`` to the site's panel; ``reply.failure()`` says if it failed.
+
+    Network trouble raises UnreachableError.
+    """
+    return deliver(site, message_sent(site, user, bot, message, photos, attach), http=http, timeout=timeout, log=log)
 
 
 def log_request(log: Log, out: Outgoing, request: httpx.Request) -> None:

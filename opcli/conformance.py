@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from opcli.client import Outgoing, Reply, send, webhook
+from opcli.client import Outgoing, Reply, make_client, send, webhook
 from opcli.config import Site
 from opcli.errors import UnreachableError
 from opcli.panel import judge, operator_reply
@@ -117,14 +117,23 @@ def plan(site: Site, user: int, bot: int, send_messages: bool, attach: Path) -> 
 
 
 def run_checks(
-    client: httpx.Client,
     site: Site,
     user: int,
     bot: int,
     send_messages: bool = False,
+    *,
+    http: httpx.Client | None = None,
+    timeout: float | None = None,
     on_check: Callable[[Check], None] | None = None,
 ) -> Report:
-    """Run the suite against ``site``; raises UnreachableError when no call reached it at all."""
+    """Run the suite against ``site``; ``on_check`` sees each check as it ends.
+
+    Raises UnreachableError when no call reached the site at all.
+    """
+    if http is None:
+        with make_client(site, timeout) as own:
+            return run_checks(site, user, bot, send_messages, http=own, on_check=on_check)
+    client = http
     checks: list[Check] = []
     timeout = client.timeout.read or site.timeout
     with tempfile.TemporaryDirectory(prefix="opcli-check-") as tmp:

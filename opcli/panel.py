@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from opcli.client import Log, Reply, send, webhook
+from opcli.client import Log, Outgoing, Reply, deliver, webhook
 from opcli.config import Site
 from opcli.protocol import Finding, check_reply
 
@@ -36,13 +36,40 @@ def judge(kind: str, reply: Reply, user_id: int | None) -> Judged:
     return Judged(reply, data, findings)
 
 
-def fetch(client: httpx.Client, site: Site, kind: str, user_id: int, log: Log | None = None) -> Judged:
-    """``user-info`` / ``user-media``: POST token + user_id to the site's webhook and judge the reply."""
-    return judge(kind, send(client, webhook(site, kind, [("user_id", str(user_id))]), log), user_id)
+def fetch(
+    site: Site,
+    kind: str,
+    user_id: int,
+    *,
+    http: httpx.Client | None = None,
+    timeout: float | None = None,
+    log: Log | None = None,
+) -> Judged:
+    """Call the site's ``user_info`` or ``user_media`` webhook as the panel does and judge the reply.
+
+    Network trouble raises UnreachableError; what the site answered is in the returned Judged.
+    """
+    request = webhook(site, kind, [("user_id", str(user_id))])
+    return judge(kind, deliver(site, request, http=http, timeout=timeout, log=log), user_id)
 
 
-def operator_reply(site: Site, bot: int, user: int, message: str, attach: Path | None = None) -> Any:
+def operator_reply(site: Site, bot: int, user: int, message: str, attach: Path | None = None) -> Outgoing:
     """The operator's reply to the site's send-message webhook: ``user_id`` = bot, ``contact_id`` = user."""
     return webhook(
         site, "send_message", [("user_id", str(bot)), ("contact_id", str(user)), ("message", message)], attach
     )
+
+
+def send_reply(
+    site: Site,
+    bot: int,
+    user: int,
+    message: str,
+    attach: Path | None = None,
+    *,
+    http: httpx.Client | None = None,
+    timeout: float | None = None,
+    log: Log | None = None,
+) -> Reply:
+    """Send an operator's reply from ``bot`` to ``user`` to the site's send-message webhook."""
+    return deliver(site, operator_reply(site, bot, user, message, attach), http=http, timeout=timeout, log=log)

@@ -24,15 +24,81 @@ ID_FIELDS = {
     "user_info": ("user_id",),
     "user_media": ("user_id",),
 }
+#: Every field a call of each kind may carry; anything else earns a warning (``--strict``: 422).
+#: ``message_id``, ``message_type`` and ``is_mass_pokes`` are read by the deployed panel.
+KNOWN_FIELDS = {
+    "message_sent": {
+        "token",
+        "action",
+        "user_id",
+        "contact_id",
+        "message",
+        "message_id",
+        "message_type",
+        "is_mass_pokes",
+    },
+    "send_message": {"token", "user_id", "contact_id", "message"},
+    "user_info": {"token", "user_id"},
+    "user_media": {"token", "user_id"},
+}
+#: The one file field of the calls that carry a file.
+FILE_FIELD = "attach"
+
+#: The largest id opcli sends or accepts: ids are 64-bit signed integers on the deployed panel.
+MAX_ID = 2**63 - 1
 
 _BRACKET = re.compile(r"^attaches\[(\d+)\]\[(file_url|big)\]$")
+_DIGITS = re.compile(r"^[0-9]+$")
+_URL = re.compile(r"^https?://[^\s/]+")
 
 
 def mask_token(token: str | None) -> str:
-    """Show a token the way every opcli output does: ``abcd…wxyz`` (12+ chars) or ``***``."""
-    if not token:
-        return "***"
-    return f"{token[:4]}…{token[-4:]}" if len(token) >= 12 else "***"
+    """Show a token the way every opcli output does: ``…wxyz`` (16+ chars), ``***``, or ``(empty)``."""
+    if token is None or token == "":
+        return "(empty)"
+    return f"…{token[-4:]}" if len(token) >= 16 else "***"
+
+
+def parse_id(value: Any, name: str) -> int:
+    """An id as the protocol carries it: a whole number from 0 to 2^63-1, as an int or a digit string.
+
+    Every command and the listener use this one rule; raises ValueError saying what is wrong.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _DIGITS.match(value):
+        number = int(value)
+    elif isinstance(value, str) and value.startswith("-") and _DIGITS.match(value[1:]):
+        raise ValueError(f"{name} must not be negative, got {value}")
+    else:
+        raise ValueError(f"{name} must be an integer, got {json.dumps(value, ensure_ascii=False)}")
+    if number < 0:
+        raise ValueError(f"{name} must not be negative, got {number}")
+    if number > MAX_ID:
+        raise ValueError(f"{name} is out of range (0 to 2^63-1), got {number}")
+    return number
+
+
+def is_url(value: Any) -> bool:
+    """True for an http:// or https:// URL with a host."""
+    return isinstance(value, str) and bool(_URL.match(value))
+
+
+def make_photos(pairs: Iterable[tuple[Any, Any]]) -> list[Photo]:
+    """Photo objects from ``(file_url, big)`` pairs, ``big`` defaulting to the photo itself.
+
+    The one photo rule of ``send``, ``send --batch`` and ``load``: both URLs must be http(s),
+    since the panel fetches them. Raises ValueError naming the bad URL.
+    """
+    photos = []
+    for file_url, big in pairs:
+        big = file_url if big in (None, "") else big
+        for url in (file_url, big):
+            if not is_url(url):
+                shown = json.dumps(url, ensure_ascii=False)
+                raise ValueError(f"photo URL {shown} must start with http:// or https:// (the panel fetches it)")
+        photos.append(Photo(file_url=file_url, big=big))
+    return photos
 
 
 # --- attaches ------------------------------------------------------------------------------
@@ -56,7 +122,7 @@ def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tup
     """Split received form fields into photo objects and the other fields.
 
     Accepts bracket notation and a JSON ``attaches`` field; raises ValueError on a JSON field
-    that is not a list of objects.
+    that is not a list of objects, and on a malformed bracket name (a photo must not vanish).
     """
     photos: dict[int, dict] = {}
     from_json: list[dict] = []
@@ -70,9 +136,13 @@ def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tup
                 items = json.loads(value) if value.strip() else []
             except json.JSONDecodeError as exc:
                 raise ValueError(f"attaches is not valid JSON: {exc.msg}") from None
+            except RecursionError:
+                raise ValueError("attaches is nested too deeply") from None
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
                 raise ValueError("attaches must be a JSON array of photo objects")
             from_json.extend(items)
+        elif name.startswith("attaches["):
+            raise ValueError(f"{name} is not a photo field (attaches[N][file_url] or attaches[N][big])")
         else:
             rest.append((name, value))
     return [photos[k] for k in sorted(photos)] + from_json, rest
@@ -218,10 +288,6 @@ def _extras(obj: Any, known: Iterable[str], prefix: str = "") -> list[Finding]:
     return [Finding("warning", f"{prefix}{k}", "unknown field (the panel ignores it)") for k in obj if k not in known]
 
 
-def _is_url(value: str) -> bool:
-    return bool(re.match(r"^https?://[^\s/]+", value))
-
-
 def _check_user_info(body: dict, requested_id: int | None) -> list[Finding]:
     findings = _violations(UserInfo, body)
     findings += _extras(body, UserInfo.model_fields)
@@ -232,7 +298,7 @@ def _check_user_info(body: dict, requested_id: int | None) -> list[Finding]:
     if requested_id is not None and type(ident) is int and ident != requested_id:
         findings.append(Finding("violation", "id", f"expected {requested_id} (the requested user_id), found {ident}"))
     avatar = body.get("avatar")
-    if isinstance(avatar, str) and avatar and not _is_url(avatar):
+    if isinstance(avatar, str) and avatar and not is_url(avatar):
         findings.append(Finding("violation", "avatar", f'expected a URL or "", found {_json_kind(avatar)}'))
     return findings
 
@@ -250,7 +316,7 @@ def _check_media(body: dict) -> list[Finding]:
             findings.append(Finding("warning", f"{where}.big", "missing (the panel shows the original instead)"))
         for key in ("url", "big"):
             value = item.get(key)
-            if isinstance(value, str) and not _is_url(value):
+            if isinstance(value, str) and not is_url(value):
                 findings.append(Finding("violation", f"{where}.{key}", f"expected a URL, found {_json_kind(value)}"))
     return findings
 

@@ -188,18 +188,28 @@ def stdlib_server() -> Iterator[StdlibServer]:
 @pytest.fixture
 def serve() -> Iterator[Callable[[Any], Any]]:
     """Start an ASGI app under uvicorn on a free port; stopped after the test."""
-    from opcli.listener import InThread
+    from opcli.listener import ServerThread
 
-    started: list[InThread] = []
+    started: list[ServerThread] = []
 
-    def start(asgi_app: Any) -> InThread:
-        server = InThread(asgi_app).__enter__()
+    def start(asgi_app: Any) -> ServerThread:
+        server = ServerThread(asgi_app).start()
         started.append(server)
         return server
 
     yield start
     for server in started:
-        server.__exit__(None, None, None)
+        server.stop()
+
+
+def lines_of(app: Any) -> list[dict[str, Any]]:
+    """The listener app's journal lines as dicts, a list that grows as calls are journaled.
+
+    A call's line is written before its reply is sent, so it is there when the client has the reply.
+    """
+    lines: list[dict[str, Any]] = []
+    app.journal.subscribe(lambda line: lines.append(line.as_json()))
+    return lines
 
 
 # --- `opcli listen` as a real subprocess --------------------------------------------------

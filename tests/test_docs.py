@@ -12,7 +12,8 @@ import typer
 
 from opcli.cli import app
 from opcli.config import BUILTIN, load_config
-from opcli.listener import InThread, create_app
+from opcli.listener import ServerThread, create_app
+from tests.conftest import lines_of
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -50,9 +51,9 @@ def test_readme_examples_run_on_the_builtin_defaults(cli, isolated, monkeypatch)
     assert len(examples) >= 10
     config = isolated / "builtin.yaml"
     config.write_text(BUILTIN.read_text())  # the built-in config, but on a free port
-    journal: list[dict] = []
-    listener = create_app(load_config(config, listen=True), on_call=journal.append)
-    with InThread(listener) as server:
+    listener = create_app(load_config(config, listen=True))
+    journal = lines_of(listener)
+    with ServerThread(listener) as server:
         config.write_text(BUILTIN.read_text().replace("http://127.0.0.1:8765", server.url))
         monkeypatch.setenv("OPCLI_CONFIG", str(config))
         (isolated / "photo.jpg").write_bytes(b"\xff\xd8\xff" + bytes(1000))
@@ -68,9 +69,10 @@ def test_readme_examples_run_on_the_builtin_defaults(cli, isolated, monkeypatch)
 
 def test_the_documented_journal_line_has_the_real_keys(tmp_path):
     documented = json.loads(re.search(r'```json\n(\{"event": "call".*?)```', README, re.S).group(1))
-    journal: list[dict] = []
     from starlette.testclient import TestClient
 
-    client = TestClient(create_app(load_config(listen=True), on_call=journal.append))
+    app = create_app(load_config(listen=True))
+    journal = lines_of(app)
+    client = TestClient(app)
     client.post("/hooks/user-info", data={"token": "dev-token", "user_id": "42"})
     assert list(journal[0]) == list(documented)

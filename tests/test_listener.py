@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from opcli.config import load_config
 from opcli.listener import create_app
-from tests.conftest import write_config
+from tests.conftest import lines_of, write_config
 
 TOKEN = "secret-token-123456"
 MSG = {"token": TOKEN, "action": "message_sent", "user_id": "42", "contact_id": "7", "message": "hi"}
@@ -21,7 +21,7 @@ MSG = {"token": TOKEN, "action": "message_sent", "user_id": "42", "contact_id": 
 def make(tmp_path: Path, listen: str = "", save_dir: Path | None = None):
     path = write_config(tmp_path / "c.yaml", panel_url="http://127.0.0.1:9/operator-api", listen=listen)
     app = create_app(load_config(path, listen=True), save_dir=save_dir)
-    return TestClient(app), app.state.listener.journal
+    return TestClient(app), lines_of(app)
 
 
 def multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]] = ()) -> dict:
@@ -193,7 +193,7 @@ VALID = body(*(part(k, v.encode()) for k, v in MSG.items()))
             {"content-type": "application/x-www-form-urlencoded"},
             f"token={TOKEN}&user_id=-3".encode(),
             422,
-            'user_id must be an integer, got "-3"',
+            'user_id must not be negative, got -3',
         ),
         (
             "POST",

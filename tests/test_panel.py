@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from opcli.config import BUILTIN, load_config
 from opcli.listener import create_app
-from tests.conftest import free_port, write_config
+from tests.conftest import free_port, lines_of, write_config
 
 TOKEN = "secret-token-123456"
 GOOD = {
@@ -32,18 +32,6 @@ GOOD = {
 
 
 LISTEN_SECTION = "listen:" + BUILTIN.read_text().split("\nlisten:", 1)[1]
-
-
-class Journal(list):
-    """The listener's journal; entries land just after each reply, so reads wait for them."""
-
-    def last(self, count: int = 1) -> dict[str, Any]:
-        import time
-
-        deadline = time.monotonic() + 10
-        while len(self) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self[-1]
 
 
 @pytest.fixture
@@ -67,8 +55,9 @@ def listener(serve, site_at, isolated):
     """`opcli listen`'s app under uvicorn, with the config pointing at it."""
     site_at("http://127.0.0.1:9")
     config = load_config(isolated / "opcli.yaml", listen=True)
-    journal = Journal()
-    server = serve(create_app(config, save_dir=isolated, on_call=journal.append))
+    app = create_app(config, save_dir=isolated)
+    journal = lines_of(app)
+    server = serve(app)
     site_at(server.url)
     return journal
 
@@ -118,7 +107,7 @@ def test_user_info_table_and_json(cli, listener):
     result = cli("user-info", 43, "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["name"] == "Marta"
-    assert listener.last(2)["content_type"] == "application/x-www-form-urlencoded"
+    assert listener[-1]["content_type"] == "application/x-www-form-urlencoded"
 
 
 def test_user_media(cli, listener):
@@ -134,7 +123,7 @@ def test_reply_with_a_file_is_multipart_and_reversed(cli, listener, isolated):
     result = cli("reply", "--bot", 7, "--user", 42, "-m", "Hi Olga", "--attach", upload, "--json")
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["status"] == 1
-    entry = listener.last()
+    entry = listener[-1]
     assert entry["kind"] == "send_message" and entry["content_type"] == "multipart/form-data"
     assert entry["fields"] == {"user_id": "7", "contact_id": "42", "message": "Hi Olga"}
     assert entry["files"][0]["sha256"] == hashlib.sha256(upload.read_bytes()).hexdigest()
@@ -142,16 +131,17 @@ def test_reply_with_a_file_is_multipart_and_reversed(cli, listener, isolated):
 
 def test_reply_text_only_is_urlencoded(cli, listener):
     assert cli("reply", "--bot", 7, "--user", 42, "-m", "plain").exit_code == 0
-    assert listener.last()["content_type"] == "application/x-www-form-urlencoded"
+    assert listener[-1]["content_type"] == "application/x-www-form-urlencoded"
 
 
 def test_webhook_encoding_multipart(cli, serve, site_at, isolated):
     site_at("http://127.0.0.1:9")
-    journal = Journal()
-    server = serve(create_app(load_config(isolated / "opcli.yaml", listen=True), on_call=journal.append))
+    app = create_app(load_config(isolated / "opcli.yaml", listen=True))
+    journal = lines_of(app)
+    server = serve(app)
     site_at(server.url, "    webhook_encoding: multipart\n")
     assert cli("user-info", 42).exit_code == 0
-    assert journal.last()["content_type"] == "multipart/form-data"
+    assert journal[-1]["content_type"] == "multipart/form-data"
 
 
 def test_check_send_passes_against_the_listener(cli, listener, isolated):
@@ -172,7 +162,7 @@ def test_check_send_passes_against_the_listener(cli, listener, isolated):
     cases = suite.findall("testcase")
     assert [c.get("name") for c in cases] == names
     assert suite.get("tests") == "13" and suite.get("failures") == "0"
-    listener.last(12)  # 12 calls: the latency check makes none of its own
+    listener[-1]  # 12 calls: the latency check makes none of its own
     kinds = {e["kind"] for e in listener}
     assert kinds == {"user_info", "user_media", "send_message"}
 

@@ -1,42 +1,38 @@
 """Rendering: one place decides TTY, colour and which stream a thing goes to.
 
 Data goes to stdout, everything else to stderr. Colour and tables only on a terminal, and
-never when ``NO_COLOR`` is set.
+never when ``NO_COLOR`` is set. Everything goes through an ``Env``, so tests can give a
+terminal of their own.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 from collections.abc import Iterable
 from functools import cached_property
 from typing import Any
 
-
-def dumps(obj: Any) -> str:
-    """One JSON document on one line, UTF-8 kept readable."""
-    return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "), default=str)
+from opcli.cli.common import Env
+from opcli.jsonl import dumps
 
 
 class Output:
     """The streams of one command run."""
 
-    def __init__(self, json_mode: bool = False) -> None:
+    def __init__(self, env: Env, json_mode: bool = False) -> None:
+        self.env = env
         self.json_mode = json_mode
 
     @property
     def tty(self) -> bool:
-        return sys.stdout.isatty()
+        return self.env.stdout_tty
 
-    @staticmethod
-    def _console(stderr: bool) -> Any:
+    def _console(self, stderr: bool) -> Any:
         from rich.console import Console
 
-        stream = sys.stderr if stderr else sys.stdout
-        color = stream.isatty() and "NO_COLOR" not in os.environ
+        stream = self.env.stderr if stderr else self.env.stdout
+        color = self.env.color(stream)
         return Console(
-            stderr=stderr,
+            file=stream,
             highlight=False,
             soft_wrap=True,
             no_color=not color,
@@ -52,17 +48,20 @@ class Output:
     def err(self) -> Any:
         return self._console(stderr=True)
 
+    def write(self, text: str) -> None:
+        """Raw text on stdout, flushed (keeps stdout and stderr in order when both go to one pipe)."""
+        self.env.stdout.write(text)
+        self.env.stdout.flush()
+
     def json(self, obj: Any) -> None:
-        sys.stdout.write(dumps(obj) + "\n")
-        sys.stdout.flush()
+        self.write(dumps(obj) + "\n")
 
     def line(self, text: str = "", style: str | None = None) -> None:
         """A line of data on stdout (rich markup is not interpreted)."""
         if self.tty and style:
             self.out.print(text, style=style, markup=False)
         else:
-            sys.stdout.write(text + "\n")
-            sys.stdout.flush()  # keeps stdout and stderr in order when both go to one pipe
+            self.write(text + "\n")
 
     def note(self, text: str, style: str | None = None) -> None:
         """A notice on stderr."""
@@ -82,8 +81,7 @@ class Output:
             for text, style in block:
                 self.out.print(text, style=style, markup=False)
         else:
-            sys.stdout.write("".join(text + "\n" for text, _ in block))
-            sys.stdout.flush()
+            self.write("".join(text + "\n" for text, _ in block))
 
     # --- what the commands show -------------------------------------------------------------
 
@@ -159,10 +157,7 @@ class Output:
                 table.add_row(key, str(value))
             self.out.print(table)
         else:
-            if title:
-                sys.stdout.write(title + "\n")
-            for key, value in rows:
-                sys.stdout.write(f"{key}: {value}\n")
+            self.write("".join(f"{line}\n" for line in ([title] if title else []) + [f"{k}: {v}" for k, v in rows]))
 
 
 def _size(n: int) -> str:

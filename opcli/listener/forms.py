@@ -1,9 +1,10 @@
-"""Reading a form body from a request stream: multipart/form-data or urlencoded, strictly.
+"""Reading a form body from the ASGI stream: multipart/form-data or urlencoded, strictly.
 
 Starlette's ``request.form()`` drops a truncated file part, falls back on invalid UTF-8 and has
-no size limit; so ``python_multipart`` is fed from ``request.stream()`` here: fields decoded as
-strict UTF-8, the body refused past its limit while reading, a multipart body that never
-reached its closing boundary refused, and file parts hashed (and saved) as they stream by.
+no size limit; so the body is read here from ``receive``: fields decoded as strict UTF-8, the
+body refused past its limit while reading, a multipart body that never reached its closing
+boundary refused, at most ``MAX_PARTS`` fields, and file parts hashed (and saved) as they
+stream by. Parsing is linear in the body's size, whatever it repeats.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime as dt
 import hashlib
 import re
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -19,19 +21,22 @@ from urllib.parse import unquote_to_bytes
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
-from starlette.requests import Request
 
 MAX_PARTS = 1000
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 
 
 class Rejected(Exception):
-    """A call answered with a 4xx JSON error."""
+    """A call answered with a 4xx (or 5xx) JSON error."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class ClientGone(Exception):
+    """The client disconnected before the body ended."""
 
 
 @dataclass
@@ -66,6 +71,7 @@ class Body:
         for upload in self.uploads:
             if upload.handle is not None:
                 upload.handle.close()
+                upload.handle = None
             if upload.path is not None:
                 upload.path.unlink(missing_ok=True)
                 upload.path = None
@@ -82,6 +88,19 @@ class Body:
         return upload
 
 
+async def chunks(receive: Any) -> AsyncIterator[bytes]:
+    """The request body from an ASGI ``receive``, chunk by chunk; ClientGone on a disconnect."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
 def _decode(raw: bytes, what: str) -> str:
     try:
         return raw.decode("utf-8")
@@ -89,8 +108,12 @@ def _decode(raw: bytes, what: str) -> str:
         raise Rejected(400, f"{what} is not valid UTF-8 (byte {exc.start})") from None
 
 
-async def _read_multipart(request: Request, boundary: bytes, limit: int, body: Body) -> int:
-    """Feed the request stream to python_multipart; returns the body's size."""
+def _too_large(limit: int) -> Rejected:
+    return Rejected(413, f"body larger than {limit} bytes (listen.max_body_bytes)")
+
+
+async def _read_multipart(stream: AsyncIterator[bytes], boundary: bytes, limit: int, body: Body) -> None:
+    """Feed the stream to python_multipart."""
     headers: dict[str, bytes] = {}
     header_name = bytearray()
     header_value = bytearray()
@@ -159,10 +182,10 @@ async def _read_multipart(request: Request, boundary: bytes, limit: int, body: B
     )
     size = 0
     try:
-        async for chunk in request.stream():
+        async for chunk in stream:
             size += len(chunk)
             if size > limit:
-                raise Rejected(413, f"body larger than {limit} bytes (listen.max_body_bytes)")
+                raise _too_large(limit)
             parser.write(chunk)
     except MultipartParseError as exc:
         raise Rejected(400, f"malformed multipart body: {exc}") from None
@@ -170,47 +193,54 @@ async def _read_multipart(request: Request, boundary: bytes, limit: int, body: B
         raise Rejected(400, "empty body")
     if parser.state != MultipartState.END:
         raise Rejected(400, "truncated multipart body: the closing boundary never came")
-    return size
 
 
-async def _read_urlencoded(request: Request, limit: int, body: Body) -> int:
+async def _read_urlencoded(stream: AsyncIterator[bytes], limit: int, body: Body) -> None:
     data = bytearray()
-    async for chunk in request.stream():
-        data.extend(chunk)
+    async for chunk in stream:
+        data += chunk
         if len(data) > limit:
-            raise Rejected(413, f"body larger than {limit} bytes (listen.max_body_bytes)")
+            raise _too_large(limit)
     if not data.strip():
         raise Rejected(400, "empty body")
-    for pair in bytes(data).split(b"&"):
-        if not pair:
-            continue
+    pairs = [pair for pair in bytes(data).split(b"&") if pair]
+    if len(pairs) > MAX_PARTS:
+        raise Rejected(413, f"more than {MAX_PARTS} fields in the body")
+    for pair in pairs:
         name, _, value = pair.partition(b"=")
         name_text = _decode(unquote_to_bytes(name.replace(b"+", b" ")), "a field name")
         body.fields.append((name_text, _decode(unquote_to_bytes(value.replace(b"+", b" ")), f"field '{name_text}'")))
-    return len(data)
 
 
-def media_type(request: Request) -> str | None:
-    """The request's content type without its parameters (``multipart/form-data``), or None."""
-    return parse_options_header(request.headers.get("content-type", ""))[0].decode("latin-1") or None
+def header(scope: dict[str, Any], name: bytes) -> str:
+    """A request header's value (the first one), or ``""``."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return ""
 
 
-async def read_form(request: Request, limit: int, body: Body) -> None:
+def media_type(content_type: str) -> str | None:
+    """A content type without its parameters (``multipart/form-data``), or None."""
+    return parse_options_header(content_type)[0].decode("latin-1") or None
+
+
+async def read_form(scope: dict[str, Any], receive: Any, limit: int, body: Body) -> None:
     """Read the request's form into ``body``; raises Rejected with the 4xx to answer."""
-    header = request.headers.get("content-type", "")
-    ctype, params = parse_options_header(header)
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
+    content_type = header(scope, b"content-type")
+    ctype, params = parse_options_header(content_type)
+    length = header(scope, b"content-length")
+    if length.isdigit() and int(length) > limit:
         raise Rejected(413, f"body of {length} bytes is larger than {limit} (listen.max_body_bytes)")
     if ctype == b"multipart/form-data":
         if not params.get(b"boundary"):
             raise Rejected(400, "multipart/form-data without a boundary")
-        await _read_multipart(request, params[b"boundary"], limit, body)
+        await _read_multipart(chunks(receive), params[b"boundary"], limit, body)
     elif ctype == b"application/x-www-form-urlencoded":
-        await _read_urlencoded(request, limit, body)
+        await _read_urlencoded(chunks(receive), limit, body)
     else:
         raise Rejected(
             415,
-            f"unsupported content type: {header or 'none'} (use multipart/form-data or "
+            f"unsupported content type: {content_type or 'none'} (use multipart/form-data or "
             "application/x-www-form-urlencoded)",
         )

@@ -1,0 +1,181 @@
+"""What every command shares: the streams, the config, the options, and the one catch site.
+
+``guard`` is the only place where an ``OpcliError`` becomes ``opcli: error: ...`` on stderr and
+an exit code; commands raise, they never print errors or exit themselves.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
+
+import typer
+
+from opcli.errors import OpcliError, RemoteError, UsageError
+
+if TYPE_CHECKING:
+    from opcli.cli.render import Output
+    from opcli.config import Config
+
+
+@dataclass
+class Env:
+    """The streams of a run and what they are connected to; tests pass a terminal of their own."""
+
+    stdout: TextIO
+    stderr: TextIO
+    stdin: TextIO
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+
+    @classmethod
+    def current(cls) -> Env:
+        """The process's streams as they are now (CliRunner swaps them before each run)."""
+        return cls(sys.stdout, sys.stderr, sys.stdin)
+
+    @staticmethod
+    def is_tty(stream: Any) -> bool:
+        try:
+            return bool(stream.isatty())
+        except (AttributeError, ValueError):  # no isatty, or a closed stream
+            return False
+
+    @property
+    def stdout_tty(self) -> bool:
+        return self.is_tty(self.stdout)
+
+    @property
+    def stderr_tty(self) -> bool:
+        return self.is_tty(self.stderr)
+
+    def color(self, stream: Any) -> bool:
+        """Colour only on a terminal, and never with ``NO_COLOR`` set."""
+        return self.is_tty(stream) and "NO_COLOR" not in self.environ
+
+
+@dataclass
+class State:
+    """What the global options chose: the config file and site, the streams."""
+
+    config_path: Path | None = None
+    site: str | None = None
+    env: Env = field(default_factory=Env.current)
+    config: Config | None = None  # given instead of a file: `opcli demo` runs commands on its own listener
+
+    def load(self, listen: bool = False) -> Config:
+        if self.config is not None:
+            return self.config
+        from opcli.config import load_config
+
+        return load_config(self.config_path, self.site, listen=listen)
+
+    def output(self, json_mode: bool = False) -> Output:
+        from opcli.cli.render import Output
+
+        return Output(self.env, json_mode)
+
+
+def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The one catch site: OpcliError -> ``opcli: error: ...`` and its exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OpcliError as exc:
+            if os.environ.get("OPCLI_DEBUG"):
+                raise
+            _report(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except BrokenPipeError:  # stdout's reader went away (| head): stop quietly, as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None
+        except Exception as exc:  # a bug: say so in one line, traceback only on request
+            if os.environ.get("OPCLI_DEBUG") or type(exc).__module__.startswith(("typer", "click")):
+                raise  # typer's own usage errors and exits keep their usual form
+            _report(f"internal error: {type(exc).__name__}: {exc} (set OPCLI_DEBUG=1 for a traceback)")
+            raise typer.Exit(1) from None
+
+    return guarded
+
+
+def _report(text: str) -> None:
+    from opcli.cli.render import Output
+
+    Output(Env.current()).error(text)
+
+
+def state(ctx: typer.Context) -> State:
+    """The run's State (the root callback sets it; a bare command gets the defaults)."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, State):
+        root.obj = State()
+    return root.obj
+
+
+# --- shared options ------------------------------------------------------------------------
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (shapes in the README).")]
+Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="Show requests and replies on stderr (token masked).")]
+Timeout = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        metavar="SECONDS",
+        min=0.001,
+        help="Seconds to wait (default: the site's timeout).",
+        show_default=False,
+    ),
+]
+Attach = Annotated[
+    Path | None,
+    typer.Option("--attach", metavar="FILE", help="A file to upload (streamed).", show_default=False, dir_okay=False),
+]
+Message = Annotated[
+    str | None,
+    typer.Option("-m", "--message", metavar="TEXT", help="Message text; - reads stdin.", show_default=False),
+]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the request and a curl command; send nothing.")]
+
+
+# --- what several commands do --------------------------------------------------------------
+
+
+def read_message(text: str | None, env: Env) -> str | None:
+    """``-m -`` reads stdin as UTF-8 and strips one trailing newline."""
+    if text != "-":
+        return text
+    data = env.stdin.buffer.read() if hasattr(env.stdin, "buffer") else env.stdin.read().encode("utf-8")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"the message on stdin is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    return text[:-1] if text.endswith("\n") else text
+
+
+def logger(out: Output, verbose: bool) -> Callable[[str], None] | None:
+    """What ``-v`` writes to: dim lines on stderr."""
+    return (lambda line: out.err.print(line, markup=False, style="dim")) if verbose else None
+
+
+def reply_outcome(out: Output, reply: Any, what: str) -> None:
+    """Show a send/reply result; a failure is exit 1."""
+    out.reply(reply, what)
+    failure = reply.failure()
+    if failure is not None:
+        raise RemoteError(f"{reply.url} refused it: {failure}")
+
+
+def judged_outcome(out: Output, kind: str, judged: Any) -> None:
+    """Show a user-info/user-media reply and what the contract says of it; violations are exit 1."""
+    out.webhook_reply(kind, judged.data)
+    out.findings(judged.findings)
+    if judged.violations:
+        n = len(judged.violations)
+        raise RemoteError(f"{judged.reply.url}: the reply breaks the contract ({n} violation{'s' * (n != 1)})")

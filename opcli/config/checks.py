@@ -1,0 +1,286 @@
+"""Checking a parsed config against what opcli expects: converters, specs, interpolation.
+
+Every problem is appended to an ``errors`` list as ``FILE:LINE:COL: problem``, so that one run
+reports all of them; the caller raises one ConfigError.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from opcli.config.model import ListenConfig, Site, fill_template
+from opcli.config.positions import where as _where
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+WEBHOOKS = ("send_message", "user_info", "user_media")
+
+
+class _Unset:
+    """Stands for a value whose variable is unset (only in sections not selected)."""
+
+
+def _interpolate(text: str, where: str, errors: list[str], strict: bool, name: str) -> str | type[_Unset]:
+    missing: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        value = os.environ.get(m.group(1))
+        if value is None:
+            if m.group(2) is not None:
+                return m.group(2)
+            missing.append(m.group(1))
+            return ""
+        return value
+
+    out = _VAR.sub(sub, text)
+    if missing:
+        if strict:
+            for var in missing:
+                errors.append(
+                    f"{where}: {name}: environment variable {var} is not set (set it, or write ${{{var}:-default}})"
+                )
+        return _Unset
+    return out
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return "a list" if isinstance(value, list) else "a mapping"
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type_name(value)}")
+    return value
+
+
+def _url(value: Any) -> str:
+    value = _str(value)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(f"bad port in URL {value!r}") from None
+    return value
+
+
+def _number(value: Any, cast: Callable[[str], Any]) -> Any:
+    if isinstance(value, str):  # "10" or an interpolated "${TIMEOUT:-10}"
+        try:
+            return cast(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {type_name(value)}")
+    return value
+
+
+def _timeout(value: Any) -> float:
+    value = float(_number(value, float))
+    if value <= 0:
+        raise ValueError(f"expected a number of seconds above 0, got {value:g}")
+    return value
+
+
+def _int_range(low: int, high: int | None = None) -> Callable[[Any], int]:
+    def conv(value: Any) -> int:
+        value = _number(value, int)
+        if not isinstance(value, int) or value < low or (high is not None and value > high):
+            bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise ValueError(f"expected a whole number {bound}, got {value!r}")
+        return value
+
+    return conv
+
+
+def _bool_or_path(value: Any) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "yes", "1"):
+            return True
+        if lowered in ("false", "no", "0"):
+            return False
+        if not Path(value).expanduser().is_file():
+            raise ValueError(f"expected true, false or a CA bundle file, got {value!r} (no such file)")
+        return str(Path(value).expanduser())
+    raise ValueError(f"expected true, false or a CA bundle path, got {type_name(value)}")
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {type_name(value)}")
+    return value
+
+
+def _choice(*choices: Any) -> Callable[[Any], Any]:
+    def conv(value: Any) -> Any:
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
+
+    return conv
+
+
+_SITE_SPEC: dict[str, Any] = {
+    "panel_url": _url,
+    "token": _str,
+    "webhooks": dict.fromkeys(WEBHOOKS, _url),
+    "timeout": _timeout,
+    "verify": _bool_or_path,
+    "attaches_encoding": _choice("brackets", "json"),
+    "webhook_encoding": _choice("urlencoded", "multipart"),
+    "check": {"user": _int_range(0), "bot": _int_range(0)},
+}
+
+
+def walk(spec: dict, node: Any, path: str, where: str, errors: list[str], strict: bool, dotted: str) -> dict[str, Any]:
+    """Check a mapping against ``spec`` (nested dicts of converters); collect every error."""
+    if not isinstance(node, dict):
+        errors.append(f"{where}: {dotted} must be a mapping, got {type_name(node)}")
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        key_where = _where(path, node.key_marks.get(key))
+        value_where = _where(path, node.value_marks.get(key))
+        name = f"{dotted}.{key}" if dotted else str(key)
+        if key not in spec:
+            known = ", ".join(spec)
+            errors.append(f"{key_where}: unknown key '{name}' (expected one of: {known})")
+            continue
+        if isinstance(spec[key], dict):
+            out[key] = walk(spec[key], value, path, value_where, errors, strict, name)
+            continue
+        if spec[key] is None:
+            continue
+        if isinstance(value, str) and "${" in value:
+            value = _interpolate(value, value_where, errors, strict, name)
+            if value is _Unset:
+                continue
+        try:
+            out[key] = spec[key](value)
+        except ValueError as exc:
+            errors.append(f"{value_where}: {name}: {exc}")
+    return out
+
+
+def check_site(name: str, node: Any, path: str, where: str, errors: list[str], strict: bool) -> Site | None:
+    before = len(errors)
+    values = walk(_SITE_SPEC, node, path, where, errors, strict, f"sites.{name}")
+    if isinstance(node, dict) and "token" not in node:
+        errors.append(f"{where}: site '{name}' has no token")
+    if len(errors) > before or "token" not in values:
+        return None
+    check = values.pop("check", {})
+    return Site(name=name, source=path, check=check, **values)
+
+
+def _interp_tree(value: Any, path: str, mark: Any, errors: list[str], strict: bool, name: str) -> Any:
+    """Interpolate every string below a value (canned replies are free-form data)."""
+    if isinstance(value, str):
+        if "${" not in value:
+            return value
+        out = _interpolate(value, _where(path, mark), errors, strict, name)
+        return "" if out is _Unset else out
+    if isinstance(value, dict):
+        marks = getattr(value, "value_marks", {})
+        return {k: _interp_tree(v, path, marks.get(k, mark), errors, strict, f"{name}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        marks = getattr(value, "item_marks", [])
+        return [
+            _interp_tree(v, path, marks[i] if i < len(marks) else mark, errors, strict, f"{name}[{i}]")
+            for i, v in enumerate(value)
+        ]
+    return value
+
+
+def _id_map(node: Any, path: str, where: str, errors: list[str], dotted: str) -> dict[int, tuple[Any, Any]]:
+    """``users``/``media``: keys are YAML integers or digit strings, normalised to int.
+
+    Returns ``{id: (value, mark of the value)}``.
+    """
+    if node is None:
+        return {}
+    if not isinstance(node, dict):
+        errors.append(f"{where}: {dotted} must be a mapping of user ids, got {type_name(node)}")
+        return {}
+    out: dict[int, Any] = {}
+    for key, value in node.items():
+        key_where = _where(path, node.key_marks.get(key))
+        if isinstance(key, bool) or not (isinstance(key, int) or (isinstance(key, str) and key.isdigit())):
+            errors.append(f"{key_where}: {dotted}: key {key!r} is not a user id (a whole number)")
+            continue
+        if int(key) in out:
+            errors.append(f"{key_where}: {dotted}: user {int(key)} is listed twice")
+            continue
+        out[int(key)] = (value, node.value_marks.get(key))
+    return out
+
+
+LISTEN_SPEC: dict[str, Any] = {
+    "host": _str,
+    "port": _int_range(0, 65535),
+    "max_body_bytes": _int_range(1),
+    "keep": _int_range(1),
+    "strict": _bool,
+    "unknown_user": _choice("template", 404),
+    # free-form canned replies: interpolated and contract-checked by listen_section
+    "user_template": None,
+    "users": None,
+    "media": None,
+}
+
+
+def listen_section(node: Any, path: str, errors: list[str], strict: bool) -> ListenConfig:
+    from opcli.protocol import check_reply
+
+    if node is None:
+        return ListenConfig()
+    values = walk(LISTEN_SPEC, node, path, path, errors, strict, "listen")
+    if not isinstance(node, dict):
+        return ListenConfig()
+    marks = node.value_marks
+
+    def contract(kind: str, reply: Any, mark: Any, dotted: str, user_id: int) -> None:
+        for f in check_reply(kind, reply, user_id)[1]:
+            if f.level == "violation":
+                errors.append(f"{_where(path, mark)}: {dotted}: {f} (canned replies follow the contract)")
+
+    if node.get("user_template") is not None:
+        mark = marks.get("user_template")
+        template = _interp_tree(node["user_template"], path, mark, errors, strict, "listen.user_template")
+        if isinstance(template, dict):
+            contract("user_info", {"id": 1, **fill_template(template, 1)}, mark, "listen.user_template", 1)
+            values["user_template"] = template
+        else:
+            errors.append(f"{_where(path, mark)}: listen.user_template must be a mapping, got {type_name(template)}")
+    for section, kind in (("users", "user_info"), ("media", "user_media")):
+        raw = node.get(section)
+        found = _id_map(raw, path, _where(path, marks.get(section)), errors, f"listen.{section}")
+        for uid, (value, mark) in found.items():
+            value = _interp_tree(value, path, mark, errors, strict, f"listen.{section}.{uid}")
+            reply = (
+                ({"id": uid, **value} if isinstance(value, dict) else value)
+                if kind == "user_info"
+                else {"media": value}
+            )
+            contract(kind, reply, mark, f"listen.{section}.{uid}", uid)
+            found[uid] = value
+        values[section] = found
+    return ListenConfig(**values)

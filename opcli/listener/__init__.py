@@ -1,0 +1,27 @@
+"""``opcli listen``: the site's three webhooks and the panel's endpoint, served locally.
+
+``create_app(config)`` builds the ASGI app, ``serve(...)`` runs it as ``opcli listen`` does,
+``ListenerThread`` runs it in a background thread (tests, the pytest plugin). Every request is
+a ``Call`` in a ``Journal``.
+"""
+
+from opcli.listener.app import Listener, create_app, routes_of
+from opcli.listener.call import Call, Callback, Ready
+from opcli.listener.journal import Journal, JournalError
+from opcli.listener.runner import ListenerThread, Outcome, ServerThread, bind, serve
+
+__all__ = [
+    "Call",
+    "Callback",
+    "Journal",
+    "JournalError",
+    "Listener",
+    "ListenerThread",
+    "Outcome",
+    "Ready",
+    "ServerThread",
+    "bind",
+    "create_app",
+    "routes_of",
+    "serve",
+]

@@ -1,0 +1,286 @@
+"""The listener's ASGI app: one answer per kind, and one path through which every call is journaled.
+
+``Listener.__call__`` is that path: it reads and parses the body, checks the token (constant
+time) and the fields -- in the order parse -> token -> fields -- asks the kind's answer, writes
+the journal line, and only then sends the reply, so an answered call is always journaled.
+Errors are JSON envelopes, never raised. Prefixes in ``mounts`` (the inspector's ``/_opcli/``)
+are served by their own apps and never journaled.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from opcli import __version__, jsonl
+from opcli.config import Config, Site
+from opcli.errors import ConfigError
+from opcli.listener.call import Call
+from opcli.listener.canned import Canned
+from opcli.listener.forms import Body, ClientGone, Rejected, header, media_type, read_form
+from opcli.listener.journal import Journal, JournalError
+from opcli.protocol import (
+    ACTION_MESSAGE_SENT,
+    FILE_FIELD,
+    ID_FIELDS,
+    KINDS,
+    KNOWN_FIELDS,
+    decode_attaches,
+    is_url,
+    parse_id,
+)
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+Answer = tuple[int, Any]
+_TOKEN_LIKE = re.compile(r"[\s\[\]]")
+
+
+def routes_of(site: Site) -> dict[str, str]:
+    """``{path: kind}`` for every URL the site has; two kinds on one path is a config error."""
+    paths: dict[str, str] = {}
+    for kind in KINDS:
+        url = site.panel_url if kind == "message_sent" else site.webhooks.get(kind)
+        if not url:
+            continue
+        path = urlsplit(url).path or "/"
+        if path in paths:
+            raise ConfigError(
+                f"{site.source}: site '{site.name}': {paths[path]} and {kind} share the path "
+                f"{path}; the listener tells calls apart by path"
+            )
+        paths[path] = kind
+    if not paths:
+        raise ConfigError(f"{site.source}: site '{site.name}' has no panel_url or webhooks to serve")
+    return paths
+
+
+class Listener:
+    """One listener: the site it stands in for, its canned data, its journal; the ASGI app itself."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        journal: Journal | None = None,
+        save_dir: Path | None = None,
+        strict: bool | None = None,
+    ) -> None:
+        self.site = config.site
+        self.settings = config.listen
+        self.routes = routes_of(self.site)
+        self.token = self.site.token.encode("utf-8")
+        self.journal = journal if journal is not None else Journal(self.settings.keep)
+        self.canned = Canned(self.settings)
+        self.save_dir = save_dir
+        self.strict = self.settings.strict if strict is None else strict
+        self.accepting = True  # false once --count is reached: later calls get 503 while it stops
+        self.mounts: dict[str, ASGIApp] = {}
+        self.message_ids = itertools.count(1001)
+        self.answers: dict[str, Callable[[Call, dict[str, int]], Answer]] = {
+            "message_sent": self.message,
+            "send_message": self.message,
+            "user_info": self.user_info,
+            "user_media": self.user_media,
+        }
+
+    # --- the one path of every call ---------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        for prefix, app in self.mounts.items():
+            if path.startswith(prefix):
+                await app(scope, receive, send)
+                return
+        started = time.perf_counter()
+        method = scope["method"]
+        kind = self.routes.get(path) if method == "POST" else None
+        call = Call(kind=kind or "unknown", method=method, path=path)
+        headers: list[tuple[bytes, bytes]] = []
+        try:
+            if kind is None:
+                status, reply, content_type = self.elsewhere(call, scope, headers)
+            else:
+                (status, reply), content_type = await self.endpoint(call, kind, scope, receive), b"application/json"
+        except Rejected as exc:
+            status, reply, content_type = exc.status, {"status": 0, "message": exc.message}, b"application/json"
+        except ClientGone:
+            status, reply = 400, {"status": 0, "message": "the client disconnected before the body ended"}
+            content_type = b"application/json"
+        except Exception as exc:  # a bug must not stop the listener: answer 500 and journal it
+            status, reply = 500, {"status": 0, "message": f"listener error: {type(exc).__name__}: {exc}"}
+            content_type = b"application/json"
+        call.status, call.reply = status, reply
+        call.ms = round((time.perf_counter() - started) * 1000, 2)
+        body = reply.encode("utf-8") if isinstance(reply, str) else jsonl.line(reply)[:-1]
+        try:
+            self.journal.record(call)
+        except JournalError as exc:
+            self.accepting = False
+            status, body = 503, jsonl.line({"status": 0, "message": str(exc)})[:-1]
+            content_type = b"application/json"
+            self.on_journal_error(exc)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def on_journal_error(self, error: JournalError) -> None:
+        """Told when the journal file failed; the runner replaces this to stop the listener."""
+
+    async def endpoint(self, call: Call, kind: str, scope: dict[str, Any], receive: Any) -> Answer:
+        """A POST to one of the four endpoints: parse, token, fields, then the kind's answer."""
+        if not self.accepting:
+            raise Rejected(503, "the listener is stopping and takes no more calls")
+        call.content_type = media_type(header(scope, b"content-type"))
+        body = Body(self.save_dir)
+        try:
+            await read_form(scope, receive, self.settings.max_body_bytes, body)
+            bad_attaches = self.fill(call, kind, body)
+            self.check_token(call, body)
+            ids = self.check_fields(call, kind, bad_attaches)
+            answer = self.answers[kind](call, ids)
+        except BaseException:
+            body.discard_files()
+            call.files = [u.entry() for u in body.uploads]
+            raise
+        call.files = [u.entry() for u in body.uploads]
+        return answer
+
+    def elsewhere(self, call: Call, scope: dict[str, Any], headers: list) -> tuple[int, Any, bytes]:
+        """Anything but a POST to an endpoint: the health check at ``/``, else 404 or 405."""
+        path, method = call.path, call.method
+        if path == "/" and method in ("GET", "HEAD"):
+            info = {
+                "opcli": __version__,
+                "site": self.site.name,
+                "endpoints": {kind: path for path, kind in self.routes.items()},
+            }
+            if "text/html" in header(scope, b"accept"):
+                rows = "".join(f"<li><code>POST {p}</code> &mdash; {k}</li>" for p, k in self.routes.items())
+                page = (
+                    "<!doctype html><meta charset=utf-8><title>opcli listen</title><h1>opcli listen</h1>"
+                    f"<p>site <b>{self.site.name}</b></p><ul>{rows}</ul>"
+                )
+                return 200, page, b"text/html; charset=utf-8"
+            return 200, info, b"application/json"
+        if path in self.routes:
+            headers.append((b"allow", b"POST"))
+            raise Rejected(405, f"{method} is not allowed on {path}: the Operator API uses POST")
+        raise Rejected(404, f"no endpoint at {path}; endpoints: {', '.join(self.routes)}")
+
+    # --- parse -> token -> fields -------------------------------------------------------------
+
+    def fill(self, call: Call, kind: str, body: Body) -> str | None:
+        """Put what came into the journal line: fields (token masked wherever it hides), photos.
+
+        Returns why ``attaches`` could not be read, if it could not.
+        """
+        try:
+            photos, fields = decode_attaches(body.fields)
+        except ValueError as exc:
+            call.fields = self.shown_fields([(k, v) for k, v in body.fields if not k.startswith("attaches")])
+            return str(exc)
+        call.fields = self.shown_fields(fields)
+        if kind == "message_sent":
+            call.attaches = photos
+        elif photos:
+            call.warnings.append(f"attaches is not a field of {kind}")
+        return None
+
+    def shown_fields(self, fields: list[tuple[str, str]]) -> dict[str, Any]:
+        """Fields as journaled: no ``token``; a near-miss name (``Token``, ``token[]``) or the token's value masked."""
+        shown: dict[str, Any] = {}
+        token = self.site.token
+        for name, value in fields:
+            if name == "token":
+                continue
+            if (token and value == token) or _TOKEN_LIKE.sub("", name).lower() == "token":
+                value = "***"
+            if name in shown:
+                if isinstance(shown[name], list):
+                    shown[name].append(value)
+                else:
+                    shown[name] = [shown[name], value]
+            else:
+                shown[name] = value
+        return shown
+
+    def check_token(self, call: Call, body: Body) -> None:
+        """The token as PHP reads it (the last ``token`` field), compared in constant time: else 401."""
+        token = next((v for k, v in reversed(body.fields) if k == "token"), None)
+        call.token_ok = token is not None and hmac.compare_digest(token.encode("utf-8"), self.token)
+        if not call.token_ok:
+            raise Rejected(401, "missing token" if token is None else "invalid token")
+        for upload in body.uploads:
+            if upload.field != FILE_FIELD:
+                call.warnings.append(f"file part '{upload.field}' is not named '{FILE_FIELD}'")
+
+    def check_fields(self, call: Call, kind: str, bad_attaches: str | None) -> dict[str, int]:
+        """422 for what the panel cannot use; warnings (``--strict``: 422) for what it would ignore."""
+        if kind == "message_sent":
+            if call.field("action") != ACTION_MESSAGE_SENT:
+                raise Rejected(422, f"action must be {ACTION_MESSAGE_SENT}, got {jsonl.dumps(call.field('action'))}")
+            if bad_attaches:
+                raise Rejected(422, bad_attaches)
+            for k, photo in enumerate(call.attaches):
+                if not isinstance(photo.get("file_url"), str) or not photo["file_url"]:
+                    raise Rejected(422, f"attaches[{k}] has no file_url")
+                for key in ("file_url", "big"):
+                    if key in photo and not is_url(photo[key]):
+                        call.warnings.append(f"attaches[{k}][{key}] is not an http(s) URL")
+                if "big" not in photo:
+                    call.warnings.append(f"attaches[{k}] has no big (thumbnail)")
+        elif bad_attaches:
+            call.warnings.append(f"attaches is not a field of {kind}")
+        ids = {}
+        for name in ID_FIELDS[kind]:
+            value = call.field(name)
+            if value is None:
+                raise Rejected(422, f"{name} is missing")
+            try:
+                ids[name] = parse_id(value, name)
+            except ValueError as exc:
+                raise Rejected(422, str(exc)) from None
+        unknown = [name for name in call.fields if name not in KNOWN_FIELDS[kind]]
+        if unknown:
+            call.warnings.append(f"unknown field{'s' * (len(unknown) > 1)}: {', '.join(unknown)}")
+        if kind in ("message_sent", "send_message") and "message" not in call.fields:
+            call.warnings.append("message is missing")
+        if self.strict and call.warnings:
+            raise Rejected(422, f"--strict: {'; '.join(call.warnings)}")
+        return ids
+
+    # --- the answers, one per kind ------------------------------------------------------------
+
+    def message(self, call: Call, ids: dict[str, int]) -> Answer:
+        """``message_sent`` and ``send_message``: the deployed panel's envelope with a new message id."""
+        return 200, {"status": 1, "message": "", "data": {"message_id": next(self.message_ids)}}
+
+    def user_info(self, call: Call, ids: dict[str, int]) -> Answer:
+        user = ids["user_id"]
+        profile = self.canned.user_info(user)
+        if profile is None:
+            return 404, {"status": 0, "message": f"no user {user}"}
+        return 200, profile
+
+    def user_media(self, call: Call, ids: dict[str, int]) -> Answer:
+        return 200, {"media": self.canned.user_media(ids["user_id"])}
+
+
+def create_app(
+    config: Config, *, journal: Journal | None = None, save_dir: Path | None = None, strict: bool | None = None
+) -> Listener:
+    """The listener's ASGI app for ``config``'s site; its Journal is ``app.journal``."""
+    return Listener(config, journal=journal, save_dir=save_dir, strict=strict)

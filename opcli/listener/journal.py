@@ -1,0 +1,125 @@
+"""The Journal: numbers every call and callback, keeps the recent ones, hands each to its subscribers.
+
+Subscribers are the journal file, stdout (JSON Lines or the human view), the run's counters and,
+when asked, waiters, the inspector's event streams and the operator loop. ``record`` runs on
+the listener's event loop, before the call's reply is sent; ``wait_for`` may be called from any
+thread (the pytest plugin's test thread).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Union
+
+from opcli import jsonl
+from opcli.errors import UsageError
+from opcli.listener.call import Call, Callback, Ready
+
+Entry = Union[Call, Callback]  # noqa: UP007 (a runtime alias on 3.10)
+Line = Union[Call, Callback, Ready]  # noqa: UP007
+
+
+class JournalError(UsageError):
+    """The journal file could not be written: the listener stops rather than lose a call (exit 2)."""
+
+
+class Journal:
+    """The record of one listener: ``seq`` in journal order, the last ``keep`` entries in memory."""
+
+    def __init__(self, keep: int = 10000) -> None:
+        self.keep = keep
+        self.seq = 0
+        self._entries: deque[Entry] = deque(maxlen=keep)
+        self._subscribers: list[Callable[[Line], None]] = []
+        self._changed = threading.Condition(threading.RLock())
+
+    def subscribe(self, subscriber: Callable[[Line], None]) -> Callable[[], None]:
+        """Hand every later line to ``subscriber`` (in order of subscription); returns the unsubscribe."""
+        self._subscribers.append(subscriber)
+        return lambda: self._subscribers.remove(subscriber) if subscriber in self._subscribers else None
+
+    def announce(self, ready: Ready) -> None:
+        """The ready line: to the subscribers, not kept (it is no call)."""
+        for subscriber in list(self._subscribers):
+            subscriber(ready)
+
+    def record(self, entry: Entry) -> Entry:
+        """Number an entry, hand it to every subscriber, keep it; a subscriber's error propagates."""
+        with self._changed:
+            self.seq += 1
+            entry.seq = self.seq
+            for subscriber in list(self._subscribers):
+                subscriber(entry)
+            self._entries.append(entry)
+            self._changed.notify_all()
+        return entry
+
+    def entries(self, kind: str | None = None, after: int = 0, event: str | None = None) -> list[Entry]:
+        """Kept entries, oldest first: of ``kind`` and ``event`` if given, with seq above ``after``."""
+        with self._changed:
+            return [
+                e
+                for e in self._entries
+                if e.seq > after and (kind is None or e.kind == kind) and (event is None or e.event == event)
+            ]
+
+    def get(self, seq: int) -> Entry | None:
+        """The kept entry numbered ``seq``, or None."""
+        with self._changed:
+            return next((e for e in self._entries if e.seq == seq), None)
+
+    def clear(self) -> None:
+        """Forget the kept entries (seq goes on; the journal file is untouched)."""
+        with self._changed:
+            self._entries.clear()
+
+    def wait_for(
+        self, kind: str | None = None, count: int = 1, timeout: float = 5.0, after: int = 0, event: str = "call"
+    ) -> tuple[list[Entry], bool]:
+        """Wait until ``count`` entries match; returns ``(the first count of them, True)``.
+
+        On timeout returns ``(what matched, False)``. Blocks the calling thread: not for the loop.
+        """
+        with self._changed:
+            self._changed.wait_for(lambda: len(self.entries(kind, after, event)) >= count, timeout)
+            found = self.entries(kind, after, event)
+        return found[:count], len(found) >= count
+
+
+class JournalFile:
+    """The ``--journal`` subscriber: one write per line, appended, flushed to the OS before the reply.
+
+    A failed write (disk full, ``/dev/full``) raises JournalError: the listener then answers 503
+    and stops with exit 2, rather than answer a call it could not record.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UsageError(f"cannot open journal {path}: {exc.strerror}") from None
+
+    def __call__(self, line: Line) -> None:
+        data = jsonl.line(line.as_json())
+        try:
+            while data:
+                data = data[os.write(self.fd, data) :]
+        except OSError as exc:
+            raise JournalError(f"cannot write the journal {self.path}: {exc.strerror}; stopping") from None
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def entry_summary(entry: Any) -> str:
+    """One line about an entry, for failure messages: seq, kind, status, the key fields."""
+    if entry.event == "callback":
+        return f"#{entry.seq} callback {entry.kind} -> {entry.status} {'ok' if entry.ok else entry.error or 'not ok'}"
+    keys = ("user_id", "contact_id", "message")
+    shown = " ".join(f"{k}={entry.field(k)!r}" for k in keys if entry.field(k) is not None)
+    return f"#{entry.seq} {entry.kind} {entry.method} {entry.path} -> {entry.status} {shown}".rstrip()

@@ -1,0 +1,393 @@
+"""Running the listener: bind, serve under uvicorn, stop on --count, --timeout or a signal.
+
+``serve`` is ``opcli listen``: it runs in the main thread until the run ends and returns how it
+ended. ``ServerThread`` runs any ASGI app in a background thread (tests, ``opcli demo``), and
+``ListenerThread`` is the listener so run, with what the pytest fixture offers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from opcli.config import Config, Site
+from opcli.errors import UsageError
+from opcli.listener.app import Listener, routes_of
+from opcli.listener.call import Call, Callback, Ready
+from opcli.listener.journal import Entry, Journal, JournalError, JournalFile, Line
+
+DEFAULT_PORT = 8765
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def pick_address(
+    site: Site, listen_host: str | None, listen_port: int | None, host: str | None, port: int | None
+) -> tuple[str, int]:
+    """--host/--port, else listen.host/port, else the site's loopback http URLs, else 127.0.0.1:8765."""
+    url_host, url_port = None, None
+    for url in [site.panel_url, *site.webhooks.values()]:
+        parts = urlsplit(url or "")
+        if parts.scheme == "http" and parts.hostname in _LOOPBACK:
+            url_host, url_port = parts.hostname, parts.port or 80
+            break
+    chosen_host = next(h for h in (host, listen_host, url_host, "127.0.0.1") if h is not None)
+    chosen_port = next(p for p in (port, listen_port, url_port, DEFAULT_PORT) if p is not None)
+    return chosen_host, chosen_port
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket; a port in use is a UsageError (exit 2), not uvicorn's exit 3."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        hint = " (another listener? use --port 0 for a free port)" if exc.errno == 98 else ""
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def base_url(sock: socket.socket, scheme: str = "http") -> str:
+    host, port = sock.getsockname()[:2]
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def endpoints_of(listener: Listener, url: str) -> dict[str, str]:
+    """``{kind: URL}`` of the four endpoints, in protocol order."""
+    return {kind: url + path for path, kind in listener.routes.items()}
+
+
+def uvicorn_config(app: Any, **options: Any) -> Any:
+    """uvicorn's settings for opcli's servers: no logging of its own, no lifespan, uvloop when installed."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        timeout_graceful_shutdown=5,
+        **options,
+    )
+
+
+def run_loop(main: Coroutine[Any, Any, None], loop_factory: Callable[[], asyncio.AbstractEventLoop] | None) -> None:
+    """Run ``main`` on the loop uvicorn would pick (uvloop when installed), as ``Server.run`` does."""
+    if loop_factory is None:
+        asyncio.run(main)
+    elif sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(main)
+    else:  # pragma: no cover - Python 3.10
+        loop = loop_factory()
+        try:
+            loop.run_until_complete(main)
+        finally:
+            loop.close()
+
+
+# --- `opcli listen` --------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What a run saw: counted calls, rejected ones, calls elsewhere; stops at ``count``."""
+
+    count: int | None
+    stop: Callable[[str], None]
+    counted: int = 0
+    rejected: int = 0
+    failed_callbacks: int = 0
+    unknown: list[str] = field(default_factory=list)
+
+    def __call__(self, line: Line) -> None:
+        if isinstance(line, Callback):
+            self.failed_callbacks += not line.ok
+        elif isinstance(line, Call):
+            if not line.counted:
+                self.unknown.append(line.path)
+            elif self.count is None or self.counted < self.count:
+                self.counted += 1
+                self.rejected += line.rejected
+                if self.count is not None and self.counted >= self.count:
+                    self.stop("count")
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.rejected or self.failed_callbacks)
+
+
+@dataclass
+class Outcome:
+    """How a listener run ended."""
+
+    exit_code: int
+    reason: str
+    tally: Tally
+
+    @property
+    def counted(self) -> int:
+        return self.tally.counted
+
+    @property
+    def rejected(self) -> int:
+        return self.tally.rejected
+
+
+class _Signalled(BaseException):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.exit_code = 128 + signum
+
+
+def _raise_signalled(signum: int, frame: Any) -> None:
+    raise _Signalled(signum)
+
+
+def serve(
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    count: int | None = None,
+    timeout: float | None = None,
+    journal: Path | None = None,
+    save_dir: Path | None = None,
+    strict: bool | None = None,
+    show: Callable[[Line], None] | None = None,
+    announce: Callable[[Ready], None] | None = None,
+) -> Outcome:
+    """Run the listener until --count calls, --timeout, or a signal; returns how it ended.
+
+    ``show`` gets every line (ready, calls, callbacks) for stdout; when stdout's reader goes
+    away (BrokenPipeError) the listener stops. ``announce(ready)`` is called once the socket
+    accepts connections. Raises UsageError (exit 2) for a port in use, an unusable
+    ``--journal`` or ``--save-dir``, or a journal that could not be written during the run.
+    """
+    import uvicorn
+
+    address = pick_address(config.site, config.listen.host, config.listen.port, host, port)
+    routes_of(config.site)  # config errors before binding
+    if save_dir is not None:
+        try:
+            save_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot use --save-dir {save_dir}: {exc.strerror}") from None
+    book = Journal(config.listen.keep)
+    journal_file = JournalFile(journal) if journal else None
+    app = Listener(config, journal=book, save_dir=save_dir, strict=strict)
+    server = uvicorn.Server(uvicorn_config(app))
+    reasons: list[str] = []  # why it stopped: the first one counts
+    failures: list[JournalError] = []
+
+    def stop(why: str) -> None:
+        reasons.append(why)
+        app.accepting = False
+        server.should_exit = True
+
+    def journal_failed(error: JournalError) -> None:
+        failures.append(error)
+        stop("journal error")
+
+    app.on_journal_error = journal_failed
+    tally = Tally(count, stop)
+    if journal_file is not None:
+        book.subscribe(journal_file)
+    if show is not None:
+        book.subscribe(_stdout(show, stop))
+    book.subscribe(tally)
+    previous = {sig: signal.signal(sig, _raise_signalled) for sig in (signal.SIGINT, signal.SIGTERM)}
+    sock = None
+    try:
+        sock = bind(*address)
+        url = base_url(sock)
+        ready = Ready(url, endpoints_of(app, url))
+        book.announce(ready)
+        if announce:
+            announce(ready)
+
+        async def main() -> None:
+            if timeout is not None:
+                asyncio.get_running_loop().call_later(timeout, stop, "timeout")
+            await server.serve(sockets=[sock])
+
+        run_loop(main(), server.config.get_loop_factory())
+        why = reasons[0] if reasons else "stopped"
+        code = 124 if why == "timeout" and count is not None else 1 if tally.failed else 0
+    except _Signalled as exc:
+        code, why = exc.exit_code, "interrupted"
+    except KeyboardInterrupt:
+        code, why = 130, "interrupted"
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if sock is not None:
+            sock.close()
+        if journal_file is not None:
+            journal_file.close()
+    if failures:
+        raise failures[0]
+    return Outcome(code, why, tally)
+
+
+def _stdout(show: Callable[[Line], None], stop: Callable[[str], None]) -> Callable[[Line], None]:
+    """``show``, until stdout's reader goes away: then stop, as a Unix tool does (| head)."""
+    closed = False
+
+    def write(line: Line) -> None:
+        nonlocal closed
+        if closed:
+            return
+        try:
+            show(line)
+        except BrokenPipeError:
+            closed = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            stop("stdout closed")
+
+    return write
+
+
+# --- in a thread ---------------------------------------------------------------------------
+
+
+class ServerThread:
+    """An ASGI app under uvicorn in a background thread, on a loopback socket bound up front."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, **uvicorn_options: Any) -> None:
+        import uvicorn
+
+        self.sock = bind(host, port)
+        self.url = base_url(self.sock, "https" if uvicorn_options.get("ssl_certfile") else "http")
+        self.server = uvicorn.Server(uvicorn_config(app, **uvicorn_options))
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"opcli server {self.url}")
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            run_loop(self.server.serve(sockets=[self.sock]), self.server.config.get_loop_factory())
+        except BaseException as exc:  # noqa: BLE001 - reported by start()
+            self.error = exc
+
+    def start(self, timeout: float = 10.0) -> ServerThread:
+        """Start serving; raises RuntimeError when the server did not start within ``timeout``."""
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                why = f"{type(self.error).__name__}: {self.error}" if self.error else f"not within {timeout:g}s"
+                raise RuntimeError(f"the server at {self.url} did not start ({why})")
+            time.sleep(0.002)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(10)
+        self.sock.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ListenerThread:
+    """The listener under uvicorn in a background thread, on a free loopback port.
+
+    A context manager with what the pytest fixture offers: ``url``, ``endpoints``, ``token``,
+    ``site`` (an ``opcli.Site`` pointing at it), ``calls``, ``callbacks``, ``wait_for``,
+    ``users``, ``media``; ``reset()`` forgets calls and overrides. Raises RuntimeError when the
+    server does not start.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        save_dir: Path | None = None,
+        strict: bool | None = None,
+    ) -> None:
+        if config is None:
+            from opcli.config import BUILTIN, load_config
+
+            config = load_config(BUILTIN, listen=True)
+        self.config = config
+        self.app = Listener(config, save_dir=save_dir, strict=strict)
+        self.journal = self.app.journal
+        self._server = ServerThread(self.app, host, port)
+        self.url = self._server.url
+        self.endpoints = endpoints_of(self.app, self.url)
+        self.token = config.site.token
+        self.site = config.site.rebased(self.url)
+        self.users = self.app.canned.users
+        self.media = self.app.canned.media
+
+    def start(self) -> ListenerThread:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> ListenerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def calls(self) -> list[Call]:
+        """The calls kept so far, oldest first."""
+        return self.journal.entries(event="call")  # type: ignore[return-value]
+
+    @property
+    def callbacks(self) -> list[Callback]:
+        """The callbacks (``--operator``) kept so far, oldest first."""
+        return self.journal.entries(event="callback")  # type: ignore[return-value]
+
+    def wait_for(self, kind: str | None = None, count: int = 1, timeout: float = 5.0) -> list[Entry]:
+        """Wait until ``count`` calls (of ``kind``) came; the first ``count`` of them.
+
+        On timeout raises AssertionError listing the calls that did come.
+        """
+        from opcli.listener.journal import entry_summary
+
+        found, complete = self.journal.wait_for(kind, count, timeout)
+        if not complete:
+            came = self.journal.entries()
+            listing = "".join(f"\n  {entry_summary(e)}" for e in came) or " none"
+            wanted = f"{count} {kind} call{'s' * (count != 1)}" if kind else f"{count} call{'s' * (count != 1)}"
+            raise AssertionError(
+                f"waited {timeout:g}s for {wanted} at {self.url}; {len(found)} came. Calls received:{listing}"
+            )
+        return found
+
+    def reset(self) -> None:
+        """Forget the calls and the canned overrides: a fresh state on the same server."""
+        self.journal.clear()
+        self.app.canned.reset()
