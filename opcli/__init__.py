@@ -1,6 +1,14 @@
 """opcli: test and script integrations with the Operator API.
 
-The public API is imported lazily, so that ``opcli --version`` never imports httpx.
+The public API, imported lazily so that ``import opcli`` (and ``opcli --version``) never
+imports httpx, starlette or uvicorn:
+
+- config: ``load_config``, ``Config``, ``Site``
+- errors: ``OpcliError``, ``ConfigError``, ``UsageError``, ``RemoteError``, ``UnreachableError``
+- the contract: ``UserInfo``, ``MediaReply``, ``Photo``, ``check_reply``
+- the site's side: ``send_message``, ``send_batch``
+- the panel's side: ``fetch`` (a webhook called and judged), ``send_reply``, ``run_checks``
+- the listener: ``create_app``, ``serve``, ``ListenerThread``, ``Call``, ``Callback``, ``Journal``
 """
 
 from __future__ import annotations
@@ -8,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "load_config": "opcli.config",
@@ -22,7 +30,18 @@ _EXPORTS = {
     "UserInfo": "opcli.protocol",
     "MediaReply": "opcli.protocol",
     "Photo": "opcli.protocol",
+    "check_reply": "opcli.protocol",
+    "send_message": "opcli.client",
+    "send_batch": "opcli.batch",
+    "fetch": "opcli.panel",
+    "send_reply": "opcli.panel",
+    "run_checks": "opcli.conformance",
     "create_app": "opcli.listener",
+    "serve": "opcli.listener",
+    "ListenerThread": "opcli.listener",
+    "Call": "opcli.listener",
+    "Callback": "opcli.listener",
+    "Journal": "opcli.listener",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -32,4 +51,10 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'opcli' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next access skips this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

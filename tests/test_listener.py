@@ -193,7 +193,7 @@ VALID = body(*(part(k, v.encode()) for k, v in MSG.items()))
             {"content-type": "application/x-www-form-urlencoded"},
             f"token={TOKEN}&user_id=-3".encode(),
             422,
-            'user_id must not be negative, got -3',
+            "user_id must not be negative, got -3",
         ),
         (
             "POST",
