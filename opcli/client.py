@@ -12,6 +12,7 @@ import mimetypes
 import os
 import re
 import shlex
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -278,33 +279,48 @@ def make_client(site: Site, timeout: float | None = None) -> httpx.Client:
     return httpx.Client(verify=verify, timeout=timeout or site.timeout, follow_redirects=False)
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it, outermost first (httpx wraps httpcore, which wraps OSError)."""
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
 def unreachable(url: str, exc: Exception, timeout: float | None = None) -> UnreachableError:
-    """Turn an httpx (or httpcore) transport error into the one-line error of exit code 3."""
+    """Turn an httpx (or httpcore) transport error into the one-line error of exit code 3.
+
+    The cause is told by the exception types in the chain, not by the wording of messages.
+    """
     import httpcore
 
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException | httpcore.TimeoutException):
+    chain = _chain(exc)
+    root = chain[-1]
+    text = str(root) or type(root).__name__
+
+    def found(*types: type) -> bool:
+        return any(isinstance(e, types) for e in chain)
+
+    if found(httpx.TimeoutException, httpcore.TimeoutException, TimeoutError):
         cause = f"no answer within {timeout:g}s (timeout)" if timeout else "timed out"
-    elif isinstance(exc, httpx.ConnectError | httpcore.ConnectError):
-        lowered = text.lower()
-        if "refused" in lowered:
-            cause = "connection refused"
-            if httpx.URL(url).host in ("127.0.0.1", "localhost", "::1"):
-                cause += " (is `opcli listen` running?)"
-        elif "name or service" in lowered or "nodename" in lowered or "getaddrinfo" in lowered:
-            cause = f"host not found ({text})"
-        elif "ssl" in lowered or "certificate" in lowered:
-            cause = f"TLS error ({text})"
-        else:
-            cause = text
-    elif isinstance(
-        exc,
-        httpx.RemoteProtocolError
-        | httpx.ReadError
-        | httpx.WriteError
-        | httpcore.RemoteProtocolError
-        | httpcore.ReadError
-        | httpcore.WriteError,
+    elif found(ssl.SSLError):
+        cause = f"TLS error ({text})"
+    elif found(ConnectionRefusedError):
+        cause = "connection refused"
+        if httpx.URL(url).host in ("127.0.0.1", "localhost", "::1"):
+            cause += " (is `opcli listen` running?)"
+    elif found(socket.gaierror):
+        cause = f"host not found ({text})"
+    elif found(
+        httpx.RemoteProtocolError,
+        httpx.ReadError,
+        httpx.WriteError,
+        httpcore.RemoteProtocolError,
+        httpcore.ReadError,
+        httpcore.WriteError,
+        ConnectionResetError,
+        BrokenPipeError,
     ):
         cause = f"connection dropped ({text})"
     else:

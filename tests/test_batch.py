@@ -231,6 +231,7 @@ def test_retries_never_send_a_message_twice(cli, isolated):
     try:
         result = cli("send", "--batch", batch, "--retries", 5, "--json")
     finally:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() at once (close alone does not)
         sock.close()
         thread.join(10)
     assert result.exit_code == 3

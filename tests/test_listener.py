@@ -276,3 +276,50 @@ def test_index_is_a_health_check(listener):
     html = client.get("/", headers={"accept": "text/html"})
     assert html.headers["content-type"].startswith("text/html") and "/operator-api" in html.text
     assert [e["kind"] for e in journal] == ["unknown", "unknown"]
+
+
+def _raw_post(url: str, path: str, head: dict[str, str], pieces: list[bytes]) -> bytes:
+    """POST over a plain socket, the body in chunked pieces; returns the whole response."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    with socket.create_connection((where.hostname, where.port), timeout=10) as sock:
+        lines = [f"POST {path} HTTP/1.1", f"Host: {where.netloc}", "Transfer-Encoding: chunked", "Connection: close"]
+        sock.sendall(("\r\n".join(lines + [f"{k}: {v}" for k, v in head.items()]) + "\r\n\r\n").encode())
+        try:
+            for piece in pieces:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            sock.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the listener may answer (and close) before the whole body went out
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    return response
+
+
+def test_over_a_real_socket_a_streamed_body_over_the_limit_leaves_no_file(tmp_path, serve):
+    """The file part is opened on disk while it streams; 413 mid-body and a 401 both remove it."""
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    path = write_config(tmp_path / "c.yaml", listen="listen:\n  max_body_bytes: 200000\n")
+    app = create_app(load_config(path, listen=True), save_dir=saved)
+    journal = lines_of(app)
+    server = serve(app)
+    head = {"Content-Type": MP}
+    big = body(*(part(k, v.encode()) for k, v in MSG.items()), part("attach", b"z" * 500000, "big.bin"))
+    response = _raw_post(server.url, "/operator-api", head, [big[i : i + 16384] for i in range(0, len(big), 16384)])
+    assert response.startswith(b"HTTP/1.1 413") and b"200000" in response
+    assert journal[-1]["status"] == 413 and journal[-1]["files"][0]["saved_as"] is None
+    assert list(saved.iterdir()) == []
+
+    fields = {**MSG, "token": "wrong"}
+    small = body(*(part(k, v.encode()) for k, v in fields.items()), part("attach", b"y" * 50000, "f.bin"))
+    response = _raw_post(server.url, "/operator-api", head, [small[:30000], small[30000:]])
+    assert response.startswith(b"HTTP/1.1 401")
+    assert journal[-1]["files"][0]["size"] > 0 and journal[-1]["files"][0]["saved_as"] is None
+    assert list(saved.iterdir()) == []
+
+    response = _raw_post(server.url, "/operator-api", head, [VALID])
+    assert response.startswith(b"HTTP/1.1 200")

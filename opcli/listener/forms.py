@@ -108,7 +108,17 @@ def _decode(raw: bytes, what: str) -> str:
         raise Rejected(400, f"{what} is not valid UTF-8 (byte {exc.start})") from None
 
 
-def _too_large(limit: int) -> Rejected:
+#: How much of a too-large body is still read (and dropped) so that the client gets the 413:
+#: a server that closes with unread data makes the kernel send a reset instead of the answer.
+DRAIN_BYTES = 64 * 1024 * 1024
+
+
+async def _too_large(stream: AsyncIterator[bytes], limit: int) -> Rejected:
+    drained = 0
+    async for chunk in stream:
+        drained += len(chunk)
+        if drained > DRAIN_BYTES:
+            break
     return Rejected(413, f"body larger than {limit} bytes (listen.max_body_bytes)")
 
 
@@ -185,7 +195,7 @@ async def _read_multipart(stream: AsyncIterator[bytes], boundary: bytes, limit: 
         async for chunk in stream:
             size += len(chunk)
             if size > limit:
-                raise _too_large(limit)
+                raise await _too_large(stream, limit)
             parser.write(chunk)
     except MultipartParseError as exc:
         raise Rejected(400, f"malformed multipart body: {exc}") from None
@@ -200,7 +210,7 @@ async def _read_urlencoded(stream: AsyncIterator[bytes], limit: int, body: Body)
     async for chunk in stream:
         data += chunk
         if len(data) > limit:
-            raise _too_large(limit)
+            raise await _too_large(stream, limit)
     if not data.strip():
         raise Rejected(400, "empty body")
     pairs = [pair for pair in bytes(data).split(b"&") if pair]
