@@ -218,3 +218,33 @@ def test_a_closed_stdout_stops_the_listener_cleanly(isolated):
     statuses = [c["status"] for c in calls]
     assert statuses[:2] == [200, 200] and set(statuses[2:]) <= {200, 503}, statuses
     assert statuses == sorted(statuses)
+
+
+def test_a_stdout_nobody_reads_never_stalls_the_listener(isolated):
+    """`opcli listen --json | (sleep)`: calls are still answered and journaled; stdout lines wait or drop."""
+    import httpx
+
+    journal = isolated / "j.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opcli", "listen", "--port", "0", "--json", "--journal", str(journal)],
+        stdout=subprocess.PIPE,  # never read until the end: the pipe fills after ~150 lines
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (journal.exists() and journal.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        url = json.loads(journal.read_text().splitlines()[0])["url"]
+        with httpx.Client(timeout=10) as client:
+            statuses = [
+                client.post(f"{url}/hooks/user-info", data={"token": "dev-token", "user_id": str(i)}).status_code
+                for i in range(600)
+            ]
+        assert statuses == [200] * 600
+        assert len(journal.read_text().splitlines()) == 601
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143
+    assert len(out.splitlines()) == 601  # every line reached stdout once it was read
+    assert b"Traceback" not in err

@@ -101,5 +101,6 @@ def listen(
         show=show,
         announce=announce,
     )
-    out.note(f"Stopped ({outcome.reason}): {outcome.counted} calls, {outcome.rejected} rejected")
+    dropped = f"; {outcome.tally.dropped} lines not shown (stdout was not read)" if outcome.tally.dropped else ""
+    out.note(f"Stopped ({outcome.reason}): {outcome.counted} calls, {outcome.rejected} rejected{dropped}")
     raise typer.Exit(outcome.exit_code)

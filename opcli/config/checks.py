@@ -237,6 +237,7 @@ LISTEN_SPEC: dict[str, Any] = {
     "host": _str,
     "port": _int_range(0, 65535),
     "max_body_bytes": _int_range(1),
+    "max_field_bytes": _int_range(1),
     "keep": _int_range(1),
     "strict": _bool,
     "unknown_user": _choice("template", 404),

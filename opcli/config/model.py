@@ -79,6 +79,7 @@ class ListenConfig:
     host: str | None = None
     port: int | None = None
     max_body_bytes: int = 100 * 1024 * 1024
+    max_field_bytes: int = 1024 * 1024
     keep: int = 10000
     strict: bool = False
     unknown_user: str | int = "template"

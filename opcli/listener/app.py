@@ -9,6 +9,7 @@ are served by their own apps and never journaled.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import itertools
 import re
@@ -75,6 +76,7 @@ class Listener:
         self.settings = config.listen
         self.routes = routes_of(self.site)
         self.token = self.site.token.encode("utf-8")
+        self.token_sha256 = hashlib.sha256(self.token).hexdigest()
         self.journal = journal if journal is not None else Journal(self.settings.keep)
         self.canned = Canned(self.settings)
         self.save_dir = save_dir
@@ -146,16 +148,16 @@ class Listener:
         call.content_type = media_type(header(scope, b"content-type"))
         body = Body(self.save_dir)
         try:
-            await read_form(scope, receive, self.settings.max_body_bytes, body)
+            await read_form(scope, receive, self.settings.max_body_bytes, self.settings.max_field_bytes, body)
             bad_attaches = self.fill(call, kind, body)
             self.check_token(call, body)
             ids = self.check_fields(call, kind, bad_attaches)
             answer = self.answers[kind](call, ids)
         except BaseException:
             body.discard_files()
-            call.files = [u.entry() for u in body.uploads]
+            call.files = self.shown_files(body)
             raise
-        call.files = [u.entry() for u in body.uploads]
+        call.files = self.shown_files(body)
         return answer
 
     def elsewhere(self, call: Call, scope: dict[str, Any], headers: list) -> tuple[int, Any, bytes]:
@@ -216,6 +218,14 @@ class Listener:
             else:
                 shown[name] = value
         return shown
+
+    def shown_files(self, body: Body) -> list[dict[str, Any]]:
+        """Uploads as journaled; a file holding just the token does not get its sha256 shown."""
+        files = [upload.entry() for upload in body.uploads]
+        for entry in files:
+            if entry["sha256"] == self.token_sha256:
+                entry["sha256"] = "***"
+        return files
 
     def check_token(self, call: Call, body: Body) -> None:
         """The token as PHP reads it (the last ``token`` field), compared in constant time: else 401."""

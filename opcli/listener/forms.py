@@ -23,6 +23,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 MAX_PARTS = 1000
+MAX_BOUNDARY = 256  # python_multipart's own limit (RFC 2046 allows 70)
 _SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 
 
@@ -122,7 +123,9 @@ async def _too_large(stream: AsyncIterator[bytes], limit: int) -> Rejected:
     return Rejected(413, f"body larger than {limit} bytes (listen.max_body_bytes)")
 
 
-async def _read_multipart(stream: AsyncIterator[bytes], boundary: bytes, limit: int, body: Body) -> None:
+async def _read_multipart(
+    stream: AsyncIterator[bytes], boundary: bytes, limit: int, field_limit: int, body: Body
+) -> None:
     """Feed the stream to python_multipart."""
     headers: dict[str, bytes] = {}
     header_name = bytearray()
@@ -162,6 +165,8 @@ async def _read_multipart(stream: AsyncIterator[bytes], boundary: bytes, limit: 
         upload = current.get("upload")
         if upload is None:
             current["data"].extend(data[start:end])
+            if len(current["data"]) > field_limit:
+                raise _field_too_large(current["name"], field_limit)
             return
         chunk = data[start:end]
         upload.digest.update(chunk)
@@ -205,7 +210,7 @@ async def _read_multipart(stream: AsyncIterator[bytes], boundary: bytes, limit: 
         raise Rejected(400, "truncated multipart body: the closing boundary never came")
 
 
-async def _read_urlencoded(stream: AsyncIterator[bytes], limit: int, body: Body) -> None:
+async def _read_urlencoded(stream: AsyncIterator[bytes], limit: int, field_limit: int, body: Body) -> None:
     data = bytearray()
     async for chunk in stream:
         data += chunk
@@ -219,7 +224,14 @@ async def _read_urlencoded(stream: AsyncIterator[bytes], limit: int, body: Body)
     for pair in pairs:
         name, _, value = pair.partition(b"=")
         name_text = _decode(unquote_to_bytes(name.replace(b"+", b" ")), "a field name")
-        body.fields.append((name_text, _decode(unquote_to_bytes(value.replace(b"+", b" ")), f"field '{name_text}'")))
+        value = unquote_to_bytes(value.replace(b"+", b" "))
+        if len(value) > field_limit:
+            raise _field_too_large(name_text, field_limit)
+        body.fields.append((name_text, _decode(value, f"field '{name_text}'")))
+
+
+def _field_too_large(name: str, field_limit: int) -> Rejected:
+    return Rejected(413, f"field '{name}' is larger than {field_limit} bytes (listen.max_field_bytes)")
 
 
 def header(scope: dict[str, Any], name: bytes) -> str:
@@ -235,19 +247,25 @@ def media_type(content_type: str) -> str | None:
     return parse_options_header(content_type)[0].decode("latin-1") or None
 
 
-async def read_form(scope: dict[str, Any], receive: Any, limit: int, body: Body) -> None:
-    """Read the request's form into ``body``; raises Rejected with the 4xx to answer."""
+async def read_form(scope: dict[str, Any], receive: Any, limit: int, field_limit: int, body: Body) -> None:
+    """Read the request's form into ``body``; raises Rejected with the 4xx to answer.
+
+    ``limit`` caps the body, ``field_limit`` each text field (files stream; text is held whole).
+    """
     content_type = header(scope, b"content-type")
     ctype, params = parse_options_header(content_type)
     length = header(scope, b"content-length")
     if length.isdigit() and int(length) > limit:
         raise Rejected(413, f"body of {length} bytes is larger than {limit} (listen.max_body_bytes)")
     if ctype == b"multipart/form-data":
-        if not params.get(b"boundary"):
+        boundary = params.get(b"boundary")
+        if not boundary:
             raise Rejected(400, "multipart/form-data without a boundary")
-        await _read_multipart(chunks(receive), params[b"boundary"], limit, body)
+        if len(boundary) > MAX_BOUNDARY:
+            raise Rejected(400, f"multipart boundary longer than {MAX_BOUNDARY} bytes")
+        await _read_multipart(chunks(receive), boundary, limit, field_limit, body)
     elif ctype == b"application/x-www-form-urlencoded":
-        await _read_urlencoded(chunks(receive), limit, body)
+        await _read_urlencoded(chunks(receive), limit, field_limit, body)
     else:
         raise Rejected(
             415,

@@ -8,6 +8,7 @@ thread (the pytest plugin's test thread).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import deque
@@ -91,10 +92,11 @@ class Journal:
 
 
 class JournalFile:
-    """The ``--journal`` subscriber: one write per line, appended, flushed to the OS before the reply.
+    """The ``--journal`` subscriber: one write per line, appended, in the OS before the reply is sent.
 
-    A failed write (disk full, ``/dev/full``) raises JournalError: the listener then answers 503
-    and stops with exit 2, rather than answer a call it could not record.
+    A failed write (disk full, ``/dev/full``) raises JournalError, and a partly written line is
+    cut off again: the listener then answers 503 and stops with exit 2, rather than answer a
+    call it could not record. (Only this process appends while it runs.)
     """
 
     def __init__(self, path: Path) -> None:
@@ -103,14 +105,20 @@ class JournalFile:
             self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise UsageError(f"cannot open journal {path}: {exc.strerror}") from None
+        self.size = os.fstat(self.fd).st_size  # where the next line starts: a failed write is cut back to it
 
     def __call__(self, line: Line) -> None:
         data = jsonl.line(line.as_json())
+        written = 0
         try:
-            while data:
-                data = data[os.write(self.fd, data) :]
+            while written < len(data):
+                written += os.write(self.fd, data[written:])
         except OSError as exc:
+            if written:  # never leave a torn line
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, self.size)
             raise JournalError(f"cannot write the journal {self.path}: {exc.strerror}; stopping") from None
+        self.size += written
 
     def close(self) -> None:
         os.close(self.fd)

@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,7 @@ class Tally:
     rejected: int = 0
     failed_callbacks: int = 0
     unknown: list[str] = field(default_factory=list)
+    dropped: int = 0  # lines stdout could not take (the journal file has them)
 
     def __call__(self, line: Line) -> None:
         if isinstance(line, Callback):
@@ -213,8 +215,9 @@ def serve(
     tally = Tally(count, stop)
     if journal_file is not None:
         book.subscribe(journal_file)
-    if show is not None:
-        book.subscribe(_stdout(show, stop))
+    pump = StdoutPump(show, stop) if show is not None else None
+    if pump is not None:
+        book.subscribe(pump)
     book.subscribe(tally)
     previous = {sig: signal.signal(sig, _raise_signalled) for sig in (signal.SIGINT, signal.SIGTERM)}
     sock = None
@@ -245,27 +248,69 @@ def serve(
             sock.close()
         if journal_file is not None:
             journal_file.close()
+        if pump is not None:
+            pump.close()
+            tally.dropped = pump.dropped
     if failures:
         raise failures[0]
     return Outcome(code, why, tally)
 
 
-def _stdout(show: Callable[[Line], None], stop: Callable[[str], None]) -> Callable[[Line], None]:
-    """``show``, until stdout's reader goes away: then stop, as a Unix tool does (| head)."""
-    closed = False
+class StdoutPump:
+    """Writes the lines ``show`` renders from a thread of its own, so serving never waits on stdout.
 
-    def write(line: Line) -> None:
-        nonlocal closed
-        if closed:
+    A reader that stops reading (a stalled ``| less``) fills a bounded queue; past it, lines are
+    dropped from stdout -- never from the journal file -- with one warning and a count. When the
+    reader goes away (BrokenPipeError) the listener stops, as a Unix tool does (``| head``).
+    """
+
+    def __init__(self, show: Callable[[Line], None], stop: Callable[[str], None], bound: int = 10000) -> None:
+        self.show, self.stop, self.bound = show, stop, bound
+        self.queue: deque[Line | None] = deque()
+        self.ready = threading.Semaphore(0)
+        self.dropped = 0
+        self.closed = False
+        self.thread = threading.Thread(target=self._run, daemon=True, name="opcli stdout")
+        self.thread.start()
+
+    def __call__(self, line: Line) -> None:
+        if self.closed:
             return
-        try:
-            show(line)
-        except BrokenPipeError:
-            closed = True
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            stop("stdout closed")
+        if len(self.queue) >= self.bound:
+            if not self.dropped:
+                print(
+                    "opcli: warning: stdout is not being read; dropping lines from it (the journal file keeps them)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            self.dropped += 1
+            return
+        self.queue.append(line)
+        self.ready.release()
 
-    return write
+    def _run(self) -> None:
+        while True:
+            self.ready.acquire()
+            line = self.queue.popleft()
+            if line is None:
+                return
+            if self.closed:
+                continue
+            try:
+                self.show(line)
+            except BrokenPipeError:
+                self.closed = True
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                self.stop("stdout closed")
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Write what is queued (waiting at most ``timeout`` for a stalled reader), then end."""
+        self.queue.append(None)
+        self.ready.release()
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            self.dropped += len(self.queue) - 1
+            self.closed = True
 
 
 # --- in a thread ---------------------------------------------------------------------------

@@ -1,0 +1,202 @@
+"""The listener under hostile input and lazy clients, through real sockets (issue: harden the listener)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from opcli.config import load_config
+from opcli.listener import create_app
+from tests.conftest import lines_of, write_config
+
+TOKEN = "secret-token-123456"
+
+
+@pytest.fixture
+def real(tmp_path, serve):
+    """A listener on a free port with a small field cap; yields (base URL, journal lines)."""
+    path = write_config(tmp_path / "c.yaml", listen="listen:\n  max_field_bytes: 100000\n")
+    app = create_app(load_config(path, listen=True))
+    journal = lines_of(app)
+    server = serve(app)
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client, journal
+
+
+def form(**fields: str) -> dict:
+    return {"data": {"token": TOKEN, **fields}}
+
+
+def test_a_lone_surrogate_in_attaches_is_journaled_escaped(real):
+    client, journal = real
+    attaches = '[{"file_url": "https://x/\\ud800.jpg", "big": "https://x/b.jpg"}]'
+    r = client.post(
+        "/operator-api", **form(action="message_sent", user_id="1", contact_id="2", message="m", attaches=attaches)
+    )
+    assert r.status_code == 200
+    assert journal[-1]["attaches"][0]["file_url"] == "https://x/\ud800.jpg"
+
+
+def test_the_last_of_a_repeated_field_counts_as_in_php(real):
+    client, journal = real
+    body = f"token=wrong&token={TOKEN}&user_id=abc&user_id=42"
+    r = client.post("/hooks/user-info", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200 and r.json()["id"] == 42
+    assert journal[-1]["fields"] == {"user_id": ["abc", "42"]}
+    r = client.post(
+        "/hooks/user-info",
+        content=f"token={TOKEN}&token=wrong&user_id=42",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 401
+
+
+@pytest.mark.parametrize("name", ["Token", "token[]", "token ", " TOKEN", "api_key"])
+def test_the_token_never_reaches_the_journal_under_any_name(real, name):
+    client, journal = real
+    r = client.post("/hooks/user-info", data={"token": TOKEN, name: TOKEN, "user_id": "42"})
+    assert r.status_code == 200
+    assert TOKEN not in json.dumps(journal[-1])
+
+
+def test_a_token_sent_as_a_file_leaves_no_hash(real):
+    client, journal = real
+    r = client.post("/hooks/user-info", data={"token": TOKEN, "user_id": "42"}, files={"attach": ("t.txt", TOKEN)})
+    assert r.status_code == 200
+    import hashlib
+
+    assert hashlib.sha256(TOKEN.encode()).hexdigest() not in json.dumps(journal[-1])
+
+
+def test_thousands_of_repeated_fields_are_refused_fast(real):
+    client, journal = real
+    body = "&".join(["user_id=1"] * 160_000) + f"&token={TOKEN}"
+    r = client.post("/hooks/user-info", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 413 and "1000 fields" in r.json()["message"]
+    # up to 1,000 fields, repeats are kept in linear time (160,000 once froze the listener for 21 s)
+    body = "&".join(["x=1"] * 998) + f"&token={TOKEN}&user_id=1"
+    r = client.post("/hooks/user-info", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200 and len(journal[-1]["fields"]["x"]) == 998
+
+
+def test_a_huge_text_field_is_413(real):
+    client, journal = real
+    r = client.post("/hooks/send-message", **form(user_id="7", contact_id="42", message="x" * 200_000))
+    assert r.status_code == 413 and "max_field_bytes" in r.json()["message"]
+    files = {k: (None, v) for k, v in {"token": TOKEN, "user_id": "7", "contact_id": "42"}.items()}
+    r = client.post("/hooks/send-message", files={**files, "message": (None, "y" * 200_000)})
+    assert r.status_code == 413
+    assert [e["status"] for e in journal] == [413, 413]
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"attaches": "[" * 40_000 + "]" * 40_000}, "nested too deeply"),
+        ({"attaches[x": "https://x/1.jpg"}, "is not a photo field"),
+        ({"attaches[0][file_url][extra]": "https://x/1.jpg"}, "is not a photo field"),
+    ],
+)
+def test_bad_attaches_are_422_naming_the_field(real, body, message):
+    client, journal = real
+    r = client.post("/operator-api", **form(action="message_sent", user_id="1", contact_id="2", message="m", **body))
+    assert r.status_code == 422 and message in r.json()["message"]
+
+
+def test_a_boundary_over_256_bytes_is_400(real):
+    client, journal = real
+    boundary = "b" * 300
+    r = client.post(
+        "/hooks/user-info",
+        content=f"--{boundary}\r\n".encode(),
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert r.status_code == 400 and "boundary" in r.json()["message"]
+    assert journal[-1]["status"] == 400
+
+
+def test_after_count_further_calls_get_503(listen_proc):
+    """`--count 3` with 30 calls at once: 3 counted, the others answered 503 and journaled, not counted."""
+    import concurrent.futures
+
+    proc = listen_proc("listen", "--port", "0", "--count", "3", "--json")
+
+    def call(i: int) -> int:
+        try:
+            return httpx.post(
+                f"{proc.url}/hooks/user-info", data={"token": "dev-token", "user_id": str(i)}, timeout=10
+            ).status_code
+        except httpx.TransportError:
+            return 0  # the listener stopped before this one connected
+
+    with concurrent.futures.ThreadPoolExecutor(30) as pool:
+        statuses = list(pool.map(call, range(30)))
+    assert proc.wait() == 0
+    assert statuses.count(200) == 3, statuses
+    assert set(statuses) <= {200, 503, 0}
+    lines = [json.loads(line) for line in proc.stdout[1:]]
+    assert [line["status"] for line in lines].count(200) == 3
+    assert "Stopped (count): 3 calls, 0 rejected" in proc.stderr
+
+
+def test_a_journal_that_cannot_be_opened_for_writing_is_exit_2_at_once(isolated):
+    """`--journal /dev/full`: not even the ready line can be written, so the listener never serves."""
+    done = subprocess.run(
+        [sys.executable, "-m", "opcli", "listen", "--port", "0", "--journal", "/dev/full"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("opcli: error:") == 1 and "Traceback" not in done.stderr
+    assert "cannot write the journal /dev/full: No space left on device" in done.stderr
+
+
+def test_a_journal_write_failing_mid_run_answers_503_and_stops_with_exit_2(isolated):
+    """The journal file hits the file-size limit after a few calls: that call is 503, never 200."""
+    import resource
+    import signal
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+
+    journal = isolated / "j.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opcli", "listen", "--port", "0", "--journal", str(journal)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=small_files,
+    )
+    try:
+        line = proc.stderr.readline()
+        assert line.startswith("Ready: "), line
+        url = line.split()[1]
+        statuses = []
+        with httpx.Client(timeout=10) as client:
+            for i in range(20):
+                try:
+                    r = client.post(f"{url}/hooks/user-info", data={"token": "dev-token", "user_id": str(i)})
+                except httpx.TransportError:
+                    break  # stopped
+                statuses.append(r.status_code)
+                if r.status_code != 200:
+                    break
+        err = proc.stderr.read()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stderr.close()
+    assert statuses[-1] == 503 and set(statuses[:-1]) == {200}, statuses
+    assert proc.returncode == 2, err
+    assert "cannot write the journal" in err and "File too large" in err
+    assert err.count("opcli: error:") == 1 and "Traceback" not in err
+    answered = [json.loads(text) for text in journal.read_text().splitlines()[1:]]
+    assert [c["status"] for c in answered] == statuses[:-1]  # every call answered 200 is in the journal
