@@ -200,3 +200,34 @@ def test_a_journal_write_failing_mid_run_answers_503_and_stops_with_exit_2(isola
     assert err.count("opcli: error:") == 1 and "Traceback" not in err
     answered = [json.loads(text) for text in journal.read_text().splitlines()[1:]]
     assert [c["status"] for c in answered] == statuses[:-1]  # every call answered 200 is in the journal
+
+
+def test_idle_sockets_beyond_the_soft_fd_limit_do_not_lock_the_listener_out(isolated):
+    """The listener raises its open-file limit to the hard limit: 300 idle clients, soft limit 64."""
+    import resource
+    import socket
+
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 4096))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opcli", "listen", "--port", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=low_soft_limit,
+    )
+    idle: list[socket.socket] = []
+    try:
+        url = proc.stderr.readline().split()[1]
+        host, port = url.rsplit("/", 1)[1].split(":")
+        for _ in range(300):
+            idle.append(socket.create_connection((host, int(port)), timeout=5))
+        r = httpx.post(f"{url}/hooks/user-info", data={"token": "dev-token", "user_id": "1"}, timeout=10)
+        assert r.status_code == 200
+    finally:
+        for sock in idle:
+            sock.close()
+        proc.terminate()
+        err = proc.communicate(timeout=30)[1]
+    assert proc.returncode == 143 and "Traceback" not in err

@@ -8,6 +8,8 @@ ended. ``ServerThread`` runs any ASGI app in a background thread (tests, ``opcli
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import signal
 import socket
@@ -108,6 +110,61 @@ def run_loop(main: Coroutine[Any, Any, None], loop_factory: Callable[[], asyncio
 
 
 # --- `opcli listen` --------------------------------------------------------------------------
+
+
+class _OnceHandler(logging.Handler):
+    """uvicorn's and asyncio's complaints as one ``opcli: warning:`` line each, never a traceback.
+
+    A flood of the same complaint (a client sending garbage in a loop, accept() out of file
+    descriptors) is said once.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage().splitlines()[0] if record.getMessage() else record.name
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            text = f"{text} ({type(exc).__name__}: {exc})" if str(exc) else f"{text} ({type(exc).__name__})"
+        key = text[:60]
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        with contextlib.suppress(OSError, ValueError):
+            print(f"opcli: warning: {text} (said once)", file=sys.stderr, flush=True)
+
+
+def _quiet_logs() -> Callable[[], None]:
+    """Route uvicorn's and asyncio's log records to one-line warnings; returns the undo."""
+    handler = _OnceHandler()
+    loggers = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "asyncio")]
+    saved = [(lg, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.propagate = False
+
+    def undo() -> None:
+        for lg, propagate in saved:
+            lg.removeHandler(handler)
+            lg.propagate = propagate
+
+    return undo
+
+
+def raise_fd_limit() -> None:
+    """Open-file soft limit up to the hard limit: each idle client holds a descriptor."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = max(soft, 1 << 20)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed: keep the soft limit
+        pass
 
 
 @dataclass
@@ -219,6 +276,8 @@ def serve(
     if pump is not None:
         book.subscribe(pump)
     book.subscribe(tally)
+    raise_fd_limit()
+    undo_logs = _quiet_logs()
     previous = {sig: signal.signal(sig, _raise_signalled) for sig in (signal.SIGINT, signal.SIGTERM)}
     sock = None
     try:
@@ -244,6 +303,7 @@ def serve(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        undo_logs()
         if sock is not None:
             sock.close()
         if journal_file is not None:
