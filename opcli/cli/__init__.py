@@ -7,6 +7,7 @@ and ``--help`` stay fast.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -100,4 +101,8 @@ app.add_typer(config_app, name="config")
 
 def main() -> None:
     """The console script."""
+    if "_OPCLI_COMPLETE" in os.environ:  # the shell asks for completions (see `opcli completion`)
+        from typer._completion_classes import completion_init
+
+        completion_init()
     app()
