@@ -89,6 +89,7 @@ def uvicorn_config(app: Any, **options: Any) -> Any:
         access_log=False,
         lifespan="off",
         server_header=False,
+        proxy_headers=False,  # clients are who they are: the inspector answers loopback clients only
         timeout_graceful_shutdown=5,
         **options,
     )
