@@ -55,6 +55,8 @@ def show(ctx: typer.Context, json_out: Json = False) -> None:
             "unknown_user": listen.unknown_user,
             "users": sorted(listen.users),
             "media": sorted(listen.media),
+            "faults": list(listen.faults),
+            "seed": listen.seed,
         },
     }
     out = st.output(json_out)

@@ -67,6 +67,27 @@ def listen(
             show_default=False,
         ),
     ] = None,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fault",
+            metavar="SPEC",
+            help="Make calls misbehave: KIND:ACTION[,OPTION]..., e.g. user_info:delay=5 or "
+            "message_sent:status0,times=1. Repeatable; the first rule that matches decides "
+            "(these before listen.faults).",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            metavar="N",
+            min=0,
+            help="Seed the faults' rate, to repeat a run. Default: listen.seed.",
+            show_default=False,
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Write every call as a JSON line on stdout.")] = False,
 ) -> None:
     """Serve the site's webhooks and the panel's endpoint locally; print every call."""
@@ -98,6 +119,8 @@ def listen(
         journal=journal,
         save_dir=save_dir,
         strict=strict,
+        faults=fault or [],
+        seed=seed,
         show=show,
         announce=announce,
     )

@@ -183,12 +183,14 @@ def _who(entry: dict[str, Any]) -> str:
 
 def call_block(entry: dict[str, Any]) -> list[tuple[str, str | None]]:
     """The human view of one listener call: ``(line, style)`` pairs, the first one the summary."""
-    status = entry["status"]
-    bad = status >= 400
-    mark = "x" if bad else "ok"
+    status, fault = entry["status"], entry.get("fault")
+    bad = status is not None and status >= 400 and not fault  # a fault's answer is not a rejection
+    mark = "x" if bad else "!" if fault else "ok"
     time = entry["time"][11:19]
-    head = f"{time} {mark:>2} {status} {entry['kind']:<12} {_who(entry):<22} {entry['method']} {entry['path']}"
-    lines: list[tuple[str, str | None]] = [(head.rstrip(), "bold red" if bad else "bold green")]
+    shown = "-" if status is None else status  # a fault that sent nothing
+    head = f"{time} {mark:>2} {shown} {entry['kind']:<12} {_who(entry):<22} {entry['method']} {entry['path']}"
+    style = "bold red" if bad else "bold yellow" if fault else "bold green"
+    lines: list[tuple[str, str | None]] = [(head.rstrip(), style)]
     fields = entry.get("fields") or {}
     if "message" in fields:
         lines.append((f"      message: {fields['message']!r}", None))
@@ -198,7 +200,9 @@ def call_block(entry: dict[str, Any]) -> list[tuple[str, str | None]]:
         saved = f"  saved as {f['saved_as']}" if f.get("saved_as") else ""
         lines.append((f"      file: {f['filename']!r} {_size(f['size'])} sha256 {f['sha256'][:16]}…{saved}", None))
     reply = entry.get("reply")
-    if bad and isinstance(reply, dict):
+    if fault:
+        lines.append((f"      fault: {fault}", "yellow"))
+    elif bad and isinstance(reply, dict):
         lines.append((f"      rejected: {reply.get('message', '')}", "red"))
     elif entry["kind"] == "user_info" and isinstance(reply, dict):
         lines.append((f"      replied: {reply.get('name')!r}, balance {reply.get('balance')}", "dim"))

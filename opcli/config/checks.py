@@ -241,6 +241,8 @@ LISTEN_SPEC: dict[str, Any] = {
     "keep": _int_range(1),
     "strict": _bool,
     "unknown_user": _choice("template", 404),
+    "seed": _int_range(0),
+    "faults": None,  # a list of SPEC strings, each checked by listen_section
     # free-form canned replies: interpolated and contract-checked by listen_section
     "user_template": None,
     "users": None,
@@ -284,4 +286,27 @@ def listen_section(node: Any, path: str, errors: list[str], strict: bool) -> Lis
             contract(kind, reply, mark, f"listen.{section}.{uid}", uid)
             found[uid] = value
         values[section] = found
+    if node.get("faults") is not None:
+        values["faults"] = _faults(node["faults"], path, marks.get("faults"), errors, strict)
     return ListenConfig(**values)
+
+
+def _faults(node: Any, path: str, mark: Any, errors: list[str], strict: bool) -> list[str]:
+    """``listen.faults``: a list of ``--fault`` SPECs, each checked where it stands."""
+    from opcli.listener.faults import parse_rule
+
+    specs = _interp_tree(node, path, mark, errors, strict, "listen.faults")
+    if not isinstance(specs, list):
+        errors.append(f"{_where(path, mark)}: listen.faults must be a list of KIND:ACTION[,OPTION]... strings")
+        return []
+    marks = getattr(node, "item_marks", [])
+    for i, spec in enumerate(specs):
+        where = f"{_where(path, marks[i] if i < len(marks) else mark)}: listen.faults[{i}]"
+        if not isinstance(spec, str):
+            errors.append(f"{where}: expected a string KIND:ACTION[,OPTION]..., got {type_name(spec)}")
+            continue
+        try:
+            parse_rule(spec)
+        except ValueError as exc:
+            errors.append(f"{where}: {exc}")
+    return specs

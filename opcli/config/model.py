@@ -86,6 +86,8 @@ class ListenConfig:
     user_template: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TEMPLATE))
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
     media: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    faults: list[str] = field(default_factory=list)  # --fault SPECs, checked by config/checks.py
+    seed: int | None = None  # for the faults' rate
 
 
 def fill_template(value: Any, user_id: int) -> Any:

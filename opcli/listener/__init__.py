@@ -7,12 +7,14 @@ a ``Call`` in a ``Journal``.
 
 from opcli.listener.app import Listener, create_app, routes_of
 from opcli.listener.call import Call, Callback, Ready
+from opcli.listener.faults import Faults
 from opcli.listener.journal import Journal, JournalError
 from opcli.listener.runner import ListenerThread, Outcome, ServerThread, bind, serve
 
 __all__ = [
     "Call",
     "Callback",
+    "Faults",
     "Journal",
     "JournalError",
     "Listener",

@@ -3,6 +3,7 @@
 ``Listener.__call__`` is that path: it reads and parses the body, checks the token (constant
 time) and the fields -- in the order parse -> token -> fields -- asks the kind's answer, writes
 the journal line, and only then sends the reply, so an answered call is always journaled.
+Once the body is parsed, a fault rule (``faults.py``) may answer instead, or send nothing.
 Errors are JSON envelopes, never raised. Prefixes in ``mounts`` (the inspector's ``/_opcli/``)
 are served by their own apps and never journaled.
 """
@@ -14,7 +15,7 @@ import hmac
 import itertools
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ from opcli.config import Config, Site
 from opcli.errors import ConfigError
 from opcli.listener.call import Call
 from opcli.listener.canned import Canned
+from opcli.listener.faults import Faults, respond
 from opcli.listener.forms import Body, ClientGone, Rejected, header, media_type, read_form
 from opcli.listener.journal import Journal, JournalError
 from opcli.protocol import (
@@ -71,6 +73,8 @@ class Listener:
         journal: Journal | None = None,
         save_dir: Path | None = None,
         strict: bool | None = None,
+        faults: Sequence[str] = (),
+        seed: int | None = None,
     ) -> None:
         self.site = config.site
         self.settings = config.listen
@@ -82,6 +86,8 @@ class Listener:
         self.save_dir = save_dir
         self.strict = self.settings.strict if strict is None else strict
         self.accepting = True  # false once --count is reached: later calls get 503 while it stops
+        # --fault rules first, then the config's; ValueError for a bad one
+        self.faults = Faults([*faults, *self.settings.faults], self.settings.seed if seed is None else seed)
         self.mounts: dict[str, ASGIApp] = {}
         self.message_ids = itertools.count(1001)
         self.answers: dict[str, Callable[[Call, dict[str, int]], Answer]] = {
@@ -129,6 +135,9 @@ class Listener:
             status, body = 503, jsonl.line({"status": 0, "message": str(exc)})[:-1]
             content_type = b"application/json"
             self.on_journal_error(exc)
+        if call.fault is not None:
+            await respond(call.fault, scope, send, status, body)
+            return
         await send(
             {
                 "type": "http.response.start",
@@ -150,9 +159,11 @@ class Listener:
         try:
             await read_form(scope, receive, self.settings.max_body_bytes, self.settings.max_field_bytes, body)
             bad_attaches = self.fill(call, kind, body)
-            self.check_token(call, body)
-            ids = self.check_fields(call, kind, bad_attaches)
-            answer = self.answers[kind](call, ids)
+            answer = await self.faults.apply(call, scope)  # a fault rule's answer (after its delay), or None
+            if answer is None:
+                self.check_token(call, body)
+                ids = self.check_fields(call, kind, bad_attaches)
+                answer = self.answers[kind](call, ids)
         except BaseException:
             body.discard_files()
             call.files = self.shown_files(body)

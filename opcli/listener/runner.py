@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from opcli.config import Config, Site
 from opcli.errors import UsageError
 from opcli.listener.app import Listener, routes_of
 from opcli.listener.call import Call, Callback, Ready
+from opcli.listener.faults import parse_rules
 from opcli.listener.journal import Entry, Journal, JournalError, JournalFile, Line
 
 DEFAULT_PORT = 8765
@@ -80,9 +81,16 @@ def endpoints_of(listener: Listener, url: str) -> dict[str, str]:
 
 
 def uvicorn_config(app: Any, **options: Any) -> Any:
-    """uvicorn's settings for opcli's servers: no logging of its own, no lifespan, uvloop when installed."""
+    """uvicorn's settings for opcli's servers: no logging of its own, no lifespan, uvloop when installed.
+
+    The HTTP protocol is opcli's (``listener/http.py``): uvicorn's httptools one, with each
+    request's connection in its scope (``http=`` in ``options`` picks another).
+    """
     import uvicorn
 
+    from opcli.listener.http import HttpToolsProtocol
+
+    options.setdefault("http", HttpToolsProtocol)
     return uvicorn.Config(
         app,
         log_config=None,
@@ -234,6 +242,8 @@ def serve(
     journal: Path | None = None,
     save_dir: Path | None = None,
     strict: bool | None = None,
+    faults: Sequence[str] = (),
+    seed: int | None = None,
     show: Callable[[Line], None] | None = None,
     announce: Callable[[Ready], None] | None = None,
 ) -> Outcome:
@@ -241,13 +251,19 @@ def serve(
 
     ``show`` gets every line (ready, calls, callbacks) for stdout; when stdout's reader goes
     away (BrokenPipeError) the listener stops. ``announce(ready)`` is called once the socket
-    accepts connections. Raises UsageError (exit 2) for a port in use, an unusable
-    ``--journal`` or ``--save-dir``, or a journal that could not be written during the run.
+    accepts connections. ``faults`` (``--fault``) come before the config's rules; ``seed``
+    (``--seed``) wins over ``listen.seed``. Raises UsageError (exit 2) for a port in use, a bad
+    ``--fault``, an unusable ``--journal`` or ``--save-dir``, or a journal that could not be
+    written during the run.
     """
     import uvicorn
 
     address = pick_address(config.site, config.listen.host, config.listen.port, host, port)
     routes_of(config.site)  # config errors before binding
+    try:
+        parse_rules(faults)
+    except ValueError as exc:
+        raise UsageError(f"--fault {exc}") from None
     if save_dir is not None:
         try:
             save_dir.mkdir(parents=True, exist_ok=True)
@@ -255,7 +271,7 @@ def serve(
             raise UsageError(f"cannot use --save-dir {save_dir}: {exc.strerror}") from None
     book = Journal(config.listen.keep)
     journal_file = JournalFile(journal) if journal else None
-    app = Listener(config, journal=book, save_dir=save_dir, strict=strict)
+    app = Listener(config, journal=book, save_dir=save_dir, strict=strict, faults=faults, seed=seed)
     server = uvicorn.Server(uvicorn_config(app))
     reasons: list[str] = []  # why it stopped: the first one counts
     failures: list[JournalError] = []
@@ -425,8 +441,8 @@ class ListenerThread:
 
     A context manager with what the pytest fixture offers: ``url``, ``endpoints``, ``token``,
     ``site`` (an ``opcli.Site`` pointing at it), ``calls``, ``callbacks``, ``wait_for``,
-    ``users``, ``media``; ``reset()`` forgets calls and overrides. Raises RuntimeError when the
-    server does not start.
+    ``users``, ``media``, ``fault(SPEC)``; ``reset()`` forgets calls, overrides and faults.
+    Raises RuntimeError when the server does not start.
     """
 
     def __init__(
@@ -493,7 +509,12 @@ class ListenerThread:
             )
         return found
 
+    def fault(self, spec: str) -> None:
+        """Add a fault rule (``--fault``'s grammar) after those in force; ValueError for a bad one."""
+        self.app.faults.add(spec)
+
     def reset(self) -> None:
-        """Forget the calls and the canned overrides: a fresh state on the same server."""
+        """Forget the calls, the canned overrides and the faults: a fresh state on the same server."""
         self.journal.clear()
         self.app.canned.reset()
+        self.app.faults.clear()
