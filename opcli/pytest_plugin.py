@@ -49,14 +49,14 @@ class OpcliListener:
     @property
     def calls(self) -> list[Call]:
         """The calls this test received so far, oldest first."""
-        return [e for e in self.entries() if e.event == "call"]  # type: ignore[misc]
+        return [e for e in self._entries() if e.event == "call"]  # type: ignore[misc]
 
     @property
     def callbacks(self) -> list[Callback]:
         """The callbacks the operator made during this test (see ``operator``), oldest first."""
-        return [e for e in self.entries() if e.event == "callback"]  # type: ignore[misc]
+        return [e for e in self._entries() if e.event == "callback"]  # type: ignore[misc]
 
-    def entries(self) -> list[Call | Callback]:
+    def _entries(self) -> list[Call | Callback]:
         """Calls and callbacks of this test in journal order."""
         return self._kept if self._kept is not None else self._server.journal.entries()
 
@@ -91,11 +91,11 @@ class OpcliListener:
             )
         return method
 
-    def summary(self) -> str:
+    def _summary(self) -> str:
         """The report section: where the listener was, then one line per call or callback."""
         from opcli.listener.journal import entry_summary
 
-        entries = self.entries()
+        entries = self._entries()
         calls = sum(e.event == "call" for e in entries)
         head = f"listener at {self.url}: {calls} call{'s' * (calls != 1)} during this test"
         return "\n".join([head, *(entry_summary(e) for e in entries)])
@@ -136,4 +136,4 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if listener is not None:
         report = outcome.get_result()
         if report.failed:
-            report.sections.append((SECTION, listener.summary()))
+            report.sections.append((SECTION, listener._summary()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -343,3 +344,11 @@ def test_the_plugin_is_found_through_its_entry_point_from_a_wheel(installed_pyth
     result = pytester.run(installed_python, "-m", "pytest", "-p", "no:cacheprovider", "-q", timeout=120)
     assert result.ret == 0, result.stdout.str() + result.stderr.str()
     result.stdout.fnmatch_lines(["1 passed*"])
+
+
+def test_the_readme_example_passes_as_written(pytester):
+    readme = (ROOT / "README.md").read_text()
+    example = re.search(r"## Testing your integration with pytest.*?```python\n(.*?)```", readme, re.S).group(1)
+    assert '[call] = opcli_listener.wait_for("message_sent")' in example
+    pytester.makepyfile(test_panel_notifications=example)
+    pytester.runpytest().assert_outcomes(passed=2)
