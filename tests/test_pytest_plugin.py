@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -294,7 +295,9 @@ def installed_python(tmp_path_factory):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source)
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
-    run = {"check": True, "capture_output": True, "timeout": 300}
+    # a PYTHONPATH naming a source tree would show pip and the venv another opcli
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    run = {"check": True, "capture_output": True, "timeout": 300, "env": env}
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", work, source], **run)
     [wheel] = work.glob("opcli-*.whl")
     venv = work / "venv"
@@ -314,7 +317,8 @@ def installed_python(tmp_path_factory):
     shutil.rmtree(work)
 
 
-def test_the_plugin_is_found_through_its_entry_point_from_a_wheel(installed_python, pytester):
+def test_the_plugin_is_found_through_its_entry_point_from_a_wheel(installed_python, pytester, monkeypatch):
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the venv's opcli must be the wheel's
     pytester.makepyfile(
         """
         import importlib.metadata
