@@ -8,7 +8,7 @@ import http.server
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,6 +211,19 @@ def lines_of(app: Any) -> list[dict[str, Any]]:
     lines: list[dict[str, Any]] = []
     app.journal.subscribe(lambda line: lines.append(line.as_json()))
     return lines
+
+
+class CallLines(Sequence):
+    """The ``opcli_listener`` fixture's calls as journal lines (dicts), live: ``lines_of`` for the plugin."""
+
+    def __init__(self, listener: Any) -> None:
+        self.listener = listener
+
+    def __getitem__(self, index: Any) -> Any:
+        return [call.as_json() for call in self.listener.calls][index]
+
+    def __len__(self) -> int:
+        return len(self.listener.calls)
 
 
 # --- `opcli listen` as a real subprocess --------------------------------------------------

@@ -12,18 +12,16 @@ import pytest
 
 from opcli.config import load_config
 from opcli.listener import ServerThread, create_app
-from tests.conftest import free_port, lines_of, write_config
+from tests.conftest import CallLines, free_port, lines_of, write_config
 
 
 @pytest.fixture
-def panel(isolated):
-    """`opcli listen`'s app on a free port, the config pointing at it; yields its journal."""
-    write_config(isolated / "opcli.yaml")
-    app = create_app(load_config(isolated / "opcli.yaml", listen=True))
-    journal = lines_of(app)
-    with ServerThread(app) as server:
-        write_config(isolated / "opcli.yaml", panel_url=f"{server.url}/operator-api")
-        yield journal
+def panel(isolated, opcli_listener):
+    """The plugin's listener, the config pointing at it; the test's journal lines."""
+    write_config(
+        isolated / "opcli.yaml", panel_url=opcli_listener.endpoints["message_sent"], token=opcli_listener.token
+    )
+    return CallLines(opcli_listener)
 
 
 def test_jsonl_batch_with_photos_and_files(cli, panel, isolated):

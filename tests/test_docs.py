@@ -7,13 +7,12 @@ import re
 import shlex
 from pathlib import Path
 
+import httpx
 import pytest
 import typer
 
 from opcli.cli import app
-from opcli.config import BUILTIN, load_config
-from opcli.listener import ServerThread, create_app
-from tests.conftest import lines_of
+from opcli.config import BUILTIN
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -45,34 +44,27 @@ def test_quickstart_is_two_lines_and_ci_runs_the_second():
     assert block[1] in ci.splitlines()
 
 
-def test_readme_examples_run_on_the_builtin_defaults(cli, isolated, monkeypatch):
+def test_readme_examples_run_on_the_builtin_defaults(cli, isolated, monkeypatch, opcli_listener):
     block = re.search(r"## Examples.*?```sh\n(.*?)```", README, re.S).group(1)
     examples = [shlex.split(line)[1:] for line in block.splitlines() if line.startswith("opcli ")]
     assert len(examples) >= 10
-    config = isolated / "builtin.yaml"
-    config.write_text(BUILTIN.read_text())  # the built-in config, but on a free port
-    listener = create_app(load_config(config, listen=True))
-    journal = lines_of(listener)
-    with ServerThread(listener) as server:
-        config.write_text(BUILTIN.read_text().replace("http://127.0.0.1:8765", server.url))
-        monkeypatch.setenv("OPCLI_CONFIG", str(config))
-        (isolated / "photo.jpg").write_bytes(b"\xff\xd8\xff" + bytes(1000))
-        (isolated / "messages.jsonl").write_text(
-            "".join(json.dumps({"user": 42, "bot": 7, "message": f"m{i}"}) + "\n" for i in range(5))
-        )
-        for argv in examples:
-            result = cli(*argv)
-            assert result.exit_code == 0, f"opcli {' '.join(argv)}: {result.stdout}{result.stderr}"
+    config = isolated / "builtin.yaml"  # the built-in config, but on the plugin's free port
+    config.write_text(BUILTIN.read_text().replace("http://127.0.0.1:8765", opcli_listener.url))
+    monkeypatch.setenv("OPCLI_CONFIG", str(config))
+    monkeypatch.setenv("OPCLI_TOKEN", opcli_listener.token)
+    (isolated / "photo.jpg").write_bytes(b"\xff\xd8\xff" + bytes(1000))
+    (isolated / "messages.jsonl").write_text(
+        "".join(json.dumps({"user": 42, "bot": 7, "message": f"m{i}"}) + "\n" for i in range(5))
+    )
+    for argv in examples:
+        result = cli(*argv)
+        assert result.exit_code == 0, f"opcli {' '.join(argv)}: {result.stdout}{result.stderr}"
     assert (isolated / "report.xml").exists()
-    assert {e["kind"] for e in journal} == {"message_sent", "user_info", "user_media", "send_message"}
+    assert {c.kind for c in opcli_listener.calls} == {"message_sent", "user_info", "user_media", "send_message"}
 
 
-def test_the_documented_journal_line_has_the_real_keys(tmp_path):
+def test_the_documented_journal_line_has_the_real_keys(opcli_listener):
     documented = json.loads(re.search(r'```json\n(\{"event": "call".*?)```', README, re.S).group(1))
-    from starlette.testclient import TestClient
-
-    app = create_app(load_config(listen=True))
-    journal = lines_of(app)
-    client = TestClient(app)
-    client.post("/hooks/user-info", data={"token": "dev-token", "user_id": "42"})
-    assert list(journal[0]) == list(documented)
+    httpx.post(opcli_listener.endpoints["user_info"], data={"token": opcli_listener.token, "user_id": "42"})
+    [call] = opcli_listener.wait_for("user_info")
+    assert list(call.as_json()) == list(documented)

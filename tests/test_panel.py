@@ -14,9 +14,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from opcli.config import BUILTIN, load_config
-from opcli.listener import create_app
-from tests.conftest import free_port, lines_of, write_config
+from opcli.config import BUILTIN
+from tests.conftest import CallLines, free_port, write_config
 
 TOKEN = "secret-token-123456"
 GOOD = {
@@ -38,28 +37,24 @@ LISTEN_SECTION = "listen:" + BUILTIN.read_text().split("\nlisten:", 1)[1]
 def site_at(isolated):
     """Point the config at a server: returns a function taking the server's base URL."""
 
-    def point(url: str, extra: str = "") -> None:
+    def point(url: str, extra: str = "", token: str = TOKEN) -> None:
         write_config(
             isolated / "opcli.yaml",
             panel_url=f"{url}/operator-api",
             hooks=f"{url}/hooks",
             extra_site=extra + "    check: {user: 42, bot: 7}\n",
             listen=LISTEN_SECTION,
+            token=token,
         )
 
     return point
 
 
 @pytest.fixture
-def listener(serve, site_at, isolated):
-    """`opcli listen`'s app under uvicorn, with the config pointing at it."""
-    site_at("http://127.0.0.1:9")
-    config = load_config(isolated / "opcli.yaml", listen=True)
-    app = create_app(config, save_dir=isolated)
-    journal = lines_of(app)
-    server = serve(app)
-    site_at(server.url)
-    return journal
+def listener(opcli_listener, site_at):
+    """The plugin's listener, with the config pointing at it; the test's journal lines."""
+    site_at(opcli_listener.url, token=opcli_listener.token)
+    return CallLines(opcli_listener)
 
 
 def broken_site(
@@ -134,14 +129,10 @@ def test_reply_text_only_is_urlencoded(cli, listener):
     assert listener[-1]["content_type"] == "application/x-www-form-urlencoded"
 
 
-def test_webhook_encoding_multipart(cli, serve, site_at, isolated):
-    site_at("http://127.0.0.1:9")
-    app = create_app(load_config(isolated / "opcli.yaml", listen=True))
-    journal = lines_of(app)
-    server = serve(app)
-    site_at(server.url, "    webhook_encoding: multipart\n")
+def test_webhook_encoding_multipart(cli, opcli_listener, site_at):
+    site_at(opcli_listener.url, "    webhook_encoding: multipart\n", token=opcli_listener.token)
     assert cli("user-info", 42).exit_code == 0
-    assert journal[-1]["content_type"] == "multipart/form-data"
+    assert opcli_listener.calls[-1].content_type == "multipart/form-data"
 
 
 def test_check_send_passes_against_the_listener(cli, listener, isolated):

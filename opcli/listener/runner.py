@@ -457,7 +457,7 @@ class ListenerThread:
         if config is None:
             from opcli.config import BUILTIN, load_config
 
-            config = load_config(BUILTIN, listen=True)
+            config = load_config(BUILTIN, site="local", listen=True)  # whatever $OPCLI_SITE says
         self.config = config
         self.app = Listener(config, save_dir=save_dir, strict=strict)
         self.journal = self.app.journal
@@ -495,10 +495,15 @@ class ListenerThread:
     def wait_for(self, kind: str | None = None, count: int = 1, timeout: float = 5.0) -> list[Entry]:
         """Wait until ``count`` calls (of ``kind``) came; the first ``count`` of them.
 
-        On timeout raises AssertionError listing the calls that did come.
+        On timeout raises AssertionError listing the calls that did come; an unknown ``kind``
+        raises ValueError at once rather than wait for a call that cannot come.
         """
+        __tracebackhide__ = True  # pytest: the failure points at the caller's line
         from opcli.listener.journal import entry_summary
+        from opcli.protocol import KINDS
 
+        if kind is not None and kind not in (*KINDS, "unknown"):
+            raise ValueError(f"no kind {kind!r}; kinds: {', '.join(KINDS)}, unknown")
         found, complete = self.journal.wait_for(kind, count, timeout)
         if not complete:
             came = self.journal.entries()
