@@ -272,10 +272,15 @@ def tls(site: Site) -> ssl.SSLContext:
     return httpx.create_ssl_context(verify=site.verify)
 
 
+def client_options(site: Site, timeout: float | None = None) -> dict[str, Any]:
+    """An httpx client's settings for a site: its TLS setting, its timeout, no redirects followed."""
+    verify = tls(site) if isinstance(site.verify, str) else site.verify
+    return {"verify": verify, "timeout": timeout or site.timeout, "follow_redirects": False}
+
+
 def make_client(site: Site, timeout: float | None = None) -> httpx.Client:
     """An httpx client for a site: its TLS setting, its timeout, no redirects followed."""
-    verify = tls(site) if isinstance(site.verify, str) else site.verify
-    return httpx.Client(verify=verify, timeout=timeout or site.timeout, follow_redirects=False)
+    return httpx.Client(**client_options(site, timeout))
 
 
 def unreachable(url: str, exc: Exception, timeout: float | None = None) -> UnreachableError:
@@ -343,6 +348,16 @@ def send(client: httpx.Client, out: Outgoing, log: Log | None = None) -> Reply:
     if log:
         log_reply(log, reply)
     return reply
+
+
+async def asend(client: httpx.AsyncClient, out: Outgoing) -> Reply:
+    """``send`` on an event loop (the listener's operator loop); network trouble raises UnreachableError."""
+    started = time.perf_counter()
+    try:
+        response = await client.send(out.build())
+    except httpx.TransportError as exc:
+        raise unreachable(out.url, exc, client.timeout.read) from None
+    return to_reply(out, response.status_code, response.headers.items(), response.content, started)
 
 
 def deliver(

@@ -67,6 +67,14 @@ def listen(
             show_default=False,
         ),
     ] = None,
+    operator: Annotated[
+        bool,
+        typer.Option(
+            "--operator",
+            help="Act as the panel too: after each accepted message, fetch the user's profile and media "
+            "from the site's webhooks and send a reply (settings: listen.operator).",
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Write every call as a JSON line on stdout.")] = False,
 ) -> None:
     """Serve the site's webhooks and the panel's endpoint locally; print every call."""
@@ -88,6 +96,8 @@ def listen(
             out.json(line.as_json())
         elif line.event == "call":
             out.call(line.as_json())
+        elif line.event == "callback":
+            out.callback(line.as_json())
 
     outcome = serve(
         config,
@@ -98,8 +108,11 @@ def listen(
         journal=journal,
         save_dir=save_dir,
         strict=strict,
+        operator=operator,
         show=show,
         announce=announce,
     )
-    out.note(f"Stopped ({outcome.reason}): {outcome.counted} calls, {outcome.rejected} rejected")
+    tally = outcome.tally
+    made = f"; {tally.callbacks} callbacks, {tally.failed_callbacks} failed" if tally.callbacks else ""
+    out.note(f"Stopped ({outcome.reason}): {outcome.counted} calls, {outcome.rejected} rejected{made}")
     raise typer.Exit(outcome.exit_code)

@@ -81,6 +81,8 @@ class Listener:
         self.strict = self.settings.strict if strict is None else strict
         self.accepting = True  # false once --count is reached: later calls get 503 while it stops
         self.mounts: dict[str, ASGIApp] = {}
+        # told after each call's reply went out: the operator loop starts there
+        self.answered: list[Callable[[Call], None]] = []
         self.message_ids = itertools.count(1001)
         self.answers: dict[str, Callable[[Call, dict[str, int]], Answer]] = {
             "message_sent": self.message,
@@ -135,6 +137,8 @@ class Listener:
             }
         )
         await send({"type": "http.response.body", "body": body})
+        for hook in list(self.answered):
+            hook(call)
 
     def on_journal_error(self, error: JournalError) -> None:
         """Told when the journal file failed; the runner replaces this to stop the listener."""
