@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import httpcore
 import httpx
 
 from opcli import __version__
@@ -272,15 +273,10 @@ def tls(site: Site) -> ssl.SSLContext:
     return httpx.create_ssl_context(verify=site.verify)
 
 
-def client_options(site: Site, timeout: float | None = None) -> dict[str, Any]:
-    """An httpx client's settings for a site: its TLS setting, its timeout, no redirects followed."""
-    verify = tls(site) if isinstance(site.verify, str) else site.verify
-    return {"verify": verify, "timeout": timeout or site.timeout, "follow_redirects": False}
-
-
 def make_client(site: Site, timeout: float | None = None) -> httpx.Client:
     """An httpx client for a site: its TLS setting, its timeout, no redirects followed."""
-    return httpx.Client(**client_options(site, timeout))
+    verify = tls(site) if isinstance(site.verify, str) else site.verify
+    return httpx.Client(verify=verify, timeout=timeout or site.timeout, follow_redirects=False)
 
 
 def unreachable(url: str, exc: Exception, timeout: float | None = None) -> UnreachableError:
@@ -350,14 +346,19 @@ def send(client: httpx.Client, out: Outgoing, log: Log | None = None) -> Reply:
     return reply
 
 
-async def asend(client: httpx.AsyncClient, out: Outgoing) -> Reply:
-    """``send`` on an event loop (the listener's operator loop); network trouble raises UnreachableError."""
+async def asend(pool: httpcore.AsyncConnectionPool, out: Outgoing, timeouts: dict[str, float]) -> Reply:
+    """``send`` on an event loop, through httpcore (``send --batch``, the operator loop).
+
+    ``timeouts`` is httpcore's (``connect``, ``read``, ``write``, ``pool``); network trouble
+    raises UnreachableError.
+    """
+    headers, body = out.encode()
     started = time.perf_counter()
     try:
-        response = await client.send(out.build())
-    except httpx.TransportError as exc:
-        raise unreachable(out.url, exc, client.timeout.read) from None
-    return to_reply(out, response.status_code, response.headers.items(), response.content, started)
+        response = await pool.request("POST", out.url, headers=headers, content=body, extensions={"timeout": timeouts})
+    except (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError) as exc:
+        raise unreachable(out.url, exc, timeouts["read"]) from None
+    return to_reply(out, response.status, response.headers, response.content, started)
 
 
 def deliver(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -55,6 +56,7 @@ def show(ctx: typer.Context, json_out: Json = False) -> None:
             "unknown_user": listen.unknown_user,
             "users": sorted(listen.users),
             "media": sorted(listen.media),
+            "operator": dataclasses.asdict(listen.operator) if listen.operator else None,
         },
     }
     out = st.output(json_out)

@@ -6,8 +6,8 @@ user-info`` judges them) and, when ``reply`` is set, sends the operator's reply 
 ``send_message`` -- the bot as ``user_id``, the user as ``contact_id``. Every outgoing call is a
 ``Callback`` journal line, written when it ends.
 
-It all runs on the listener's event loop with an ``httpx.AsyncClient``, so calls keep being
-answered meanwhile. At most ``concurrency`` messages are worked on at once (a semaphore over
+It all runs on the listener's event loop, through httpcore (as ``send --batch``), so calls
+keep being answered meanwhile. At most ``concurrency`` messages are worked on at once (a semaphore over
 triggers); each works through its calls one after another, so at most ``concurrency``
 connections are open to the site however many messages arrive at once.
 """
@@ -15,13 +15,15 @@ connections are open to the site however many messages arrive at once.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpcore
 
-from opcli.client import Outgoing, asend, client_options, webhook
+from opcli.aionet import AsyncioBackend
+from opcli.client import Outgoing, asend, tls, webhook
 from opcli.config import Site
 from opcli.config.model import OperatorConfig
 from opcli.errors import UnreachableError
@@ -54,9 +56,15 @@ class Operator:
         self.site = site or listener.site
         self.concurrency = concurrency
         self.gate = asyncio.Semaphore(concurrency)
-        # made now, off the loop: loading the CA certificates would hold up the calls being answered
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self.http = httpx.AsyncClient(**client_options(self.site, self.settings.timeout), limits=limits)
+        # made now, off the loop: loading the CA certificates would hold up the calls being answered.
+        # No retries: the deployed panel makes each call once.
+        self.pool = httpcore.AsyncConnectionPool(
+            ssl_context=tls(self.site),
+            max_connections=concurrency,
+            max_keepalive_connections=concurrency,
+            network_backend=AsyncioBackend() if sys.version_info >= (3, 11) else None,
+        )
+        self.timeouts = dict.fromkeys(("connect", "read", "write", "pool"), self.settings.timeout)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.waiting: set[int] = set()  # seqs of messages journaled, not yet answered
         self.tasks: set[asyncio.Task[None]] = set()
@@ -100,7 +108,7 @@ class Operator:
         self.cancel()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.http.aclose()
+        await self.pool.aclose()
 
     # --- from the listener --------------------------------------------------------------------
 
@@ -179,7 +187,7 @@ class Operator:
         started = time.perf_counter()
         data = None
         try:
-            reply = await asyncio.wait_for(asend(self.http, out), timeout)  # a total, as the deployed panel's
+            reply = await asyncio.wait_for(asend(self.pool, out, self.timeouts), timeout)  # in all, as the panel's
         except asyncio.TimeoutError:
             callback.error = f"cannot reach {callback.url}: no answer within {timeout:g}s (timeout)"
         except UnreachableError as exc:
