@@ -89,7 +89,7 @@ class Site:
                 site.arrived.release()
                 site.hold.wait(30)
                 time.sleep(site.delay)
-                status, content_type, reply = site.replies[self.path]()
+                status, content_type, reply = site.replies[self.path.split("?")[0]]()
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", content_type)
@@ -250,6 +250,20 @@ def test_an_html_error_page_and_an_unreachable_site(site, isolated):
     assert (
         not sent.ok and sent.status is None and sent.error.startswith(f"cannot reach {dead}/send: connection refused")
     )
+
+
+def test_the_token_is_masked_wherever_the_site_puts_it(site, isolated):
+    echo = json.dumps({"status": 1, "message": f"got token={TOKEN}"}).encode()
+    site.replies["/hooks/send-message"] = lambda: (200, "application/json", echo)
+    config = site_config(isolated / "opcli.yaml", site)
+    config.write_text(config.read_text().replace("/hooks/user-media", f"/hooks/user-media?key={TOKEN}"))
+    with ListenerThread(load_config(config, listen=True)) as listener:
+        listener.operator(fetch=["user_media"])
+        send_message(listener.site, 42, 7, "hi")
+        media, sent = callbacks_of(listener, 2)
+    assert media.ok and media.url == f"{site.url}/hooks/user-media?key=…3456"
+    assert sent.ok and sent.reply == {"status": 1, "message": "got token=…3456"}
+    assert TOKEN not in json.dumps([c.as_json() for c in listener.journal.entries()])
 
 
 def test_concurrency_is_bounded_and_the_listener_keeps_answering(listener, site, isolated):

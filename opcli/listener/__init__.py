@@ -8,6 +8,7 @@ a ``Call`` in a ``Journal``.
 from opcli.listener.app import Listener, create_app, routes_of
 from opcli.listener.call import Call, Callback, Ready
 from opcli.listener.journal import Journal, JournalError
+from opcli.listener.operator import Operator
 from opcli.listener.runner import ListenerThread, Outcome, ServerThread, bind, serve
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "JournalError",
     "Listener",
     "ListenerThread",
+    "Operator",
     "Outcome",
     "Ready",
     "ServerThread",
