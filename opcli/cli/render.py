@@ -237,8 +237,9 @@ def callback_block(entry: dict[str, Any]) -> list[tuple[str, str | None]]:
         lines.append((f"           replied: {summary}", "dim"))
     styles = {"notice": "dim", "warning": "yellow", "violation": "red"}
     for f in entry["findings"]:
-        where = f"{f['field']}: " if f["field"] else ""
-        lines.append((f"           {f['level']}: {where}{f['text']}", styles.get(f["level"])))
+        if f["field"] or f["text"] != entry["error"]:  # a non-2xx reply's finding is the error itself
+            where = f"{f['field']}: " if f["field"] else ""
+            lines.append((f"           {f['level']}: {where}{f['text']}", styles.get(f["level"])))
     if entry["error"]:
         lines.append((f"           error: {entry['error']}", "red"))
     return lines
