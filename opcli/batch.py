@@ -27,7 +27,7 @@ from typing import IO, Any
 import httpcore
 
 from opcli.aionet import AsyncioBackend
-from opcli.client import Outgoing, Reply, check_file, message_sent, tls, to_reply, unreachable
+from opcli.client import Outgoing, asend, check_file, message_sent, tls
 from opcli.config import Site
 from opcli.errors import UnreachableError, UsageError
 from opcli.protocol import Photo, make_photos, parse_id
@@ -187,16 +187,6 @@ class _Pacer:
             await asyncio.sleep(delay)
 
 
-async def _send(pool: httpcore.AsyncConnectionPool, out: Outgoing, timeouts: dict[str, float]) -> Reply:
-    headers, body = out.encode()
-    started = time.perf_counter()
-    try:
-        response = await pool.request("POST", out.url, headers=headers, content=body, extensions={"timeout": timeouts})
-    except (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError) as exc:
-        raise unreachable(out.url, exc, timeouts["read"]) from None
-    return to_reply(out, response.status, response.headers, response.content, started)
-
-
 async def _send_all(
     site: Site,
     items: Iterator[Item],
@@ -238,7 +228,7 @@ async def _send_all(
                 }
                 started = time.perf_counter()
                 try:
-                    reply = await _send(pool, item.request, timeouts)
+                    reply = await asend(pool, item.request, timeouts)
                 except UnreachableError as exc:
                     result["error"] = str(exc)
                     summary.unreachable += 1

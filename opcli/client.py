@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import httpcore
 import httpx
 
 from opcli import __version__
@@ -359,6 +360,21 @@ def send(client: httpx.Client, out: Outgoing, log: Log | None = None) -> Reply:
     if log:
         log_reply(log, reply)
     return reply
+
+
+async def asend(pool: httpcore.AsyncConnectionPool, out: Outgoing, timeouts: dict[str, float]) -> Reply:
+    """``send`` on an event loop, through httpcore (``send --batch``, the operator loop).
+
+    ``timeouts`` is httpcore's (``connect``, ``read``, ``write``, ``pool``); network trouble
+    raises UnreachableError.
+    """
+    headers, body = out.encode()
+    started = time.perf_counter()
+    try:
+        response = await pool.request("POST", out.url, headers=headers, content=body, extensions={"timeout": timeouts})
+    except (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError) as exc:
+        raise unreachable(out.url, exc, timeouts["read"]) from None
+    return to_reply(out, response.status, response.headers, response.content, started)
 
 
 def deliver(

@@ -299,7 +299,9 @@ def test_demo_runs_every_step(cli):
         "2 media",
         "Delivered to",
         "PASS  send-message-file",
-        "Demo finished: all 5 steps worked",
+        "== the listener plays the panel",
+        "message: 'Re: Anyone there?'",
+        "Demo finished: all 6 steps worked",
     ):
         assert expected in result.stdout
     assert "FAIL" not in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -57,6 +58,7 @@ def show(ctx: typer.Context, json_out: Json = False) -> None:
             "media": sorted(listen.media),
             "faults": list(listen.faults),
             "seed": listen.seed,
+            "operator": dataclasses.asdict(listen.operator) if listen.operator else None,
         },
     }
     out = st.output(json_out)

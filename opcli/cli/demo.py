@@ -63,15 +63,39 @@ def demo(ctx: typer.Context) -> None:
             out.line(f"== {title}: opcli {shlex.join(argv)}", style="bold cyan")
             if run_command(argv, local):
                 failed.append(title)
+        if not operator_loop(listener, local, out, user, bot):
+            failed.append(OPERATOR_STEP)
         calls = listener.calls
     out.line("")
+    total = len(steps) + 1
     if failed:
-        out.error(f"demo: {len(failed)} of {len(steps)} steps failed: {', '.join(failed)}")
+        out.error(f"demo: {len(failed)} of {total} steps failed: {', '.join(failed)}")
         raise typer.Exit(1)
     rejected = sum(1 for c in calls if c.rejected)
     out.line(
-        f"Demo finished: all {len(steps)} steps worked. The listener received {len(calls)} calls ({rejected} "
+        f"Demo finished: all {total} steps worked. The listener received {len(calls)} calls ({rejected} "
         "rejected on purpose by the token and bad-id checks).",
         style="bold green",
     )
     out.line("Next: run `opcli listen` in one terminal and the same commands in another.")
+
+
+OPERATOR_STEP = "the listener plays the panel"
+
+
+def operator_loop(listener: Any, run_state: State, out: Any, user: int, bot: int) -> bool:
+    """``listen --operator`` on the demo's listener: one message, then the three callbacks it makes."""
+    argv = ["send", "--user", str(user), "--bot", str(bot), "-m", "Anyone there?"]
+    out.line("")
+    out.line(f"== {OPERATOR_STEP} (listen --operator): opcli {shlex.join(argv)}", style="bold cyan")
+    listener.operator(site=listener.site)
+    after = listener.journal.seq
+    sent = run_command(argv, run_state) == 0
+    callbacks, complete = listener.journal.wait_for(event="callback", count=3, after=after, timeout=15)
+    listener.operator_off()
+    message = listener.journal.get(after + 1)
+    if message is not None:  # as `opcli listen` shows it: the message, its callbacks under it
+        out.call(message.as_json())
+    for callback in callbacks:
+        out.callback(callback.as_json())
+    return sent and complete and all(c.ok for c in callbacks)

@@ -88,6 +88,14 @@ def listen(
             show_default=False,
         ),
     ] = None,
+    operator: Annotated[
+        bool,
+        typer.Option(
+            "--operator",
+            help="Act as the panel too: after each accepted message, fetch the user's profile and media "
+            "from the site's webhooks and send a reply (settings: listen.operator).",
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Write every call as a JSON line on stdout.")] = False,
 ) -> None:
     """Serve the site's webhooks and the panel's endpoint locally; print every call."""
@@ -109,6 +117,8 @@ def listen(
             out.json(line.as_json())
         elif line.event == "call":
             out.call(line.as_json())
+        elif line.event == "callback":
+            out.callback(line.as_json())
 
     outcome = serve(
         config,
@@ -121,9 +131,12 @@ def listen(
         strict=strict,
         faults=fault or [],
         seed=seed,
+        operator=operator,
         show=show,
         announce=announce,
     )
-    dropped = f"; {outcome.tally.dropped} lines not shown (stdout was not read)" if outcome.tally.dropped else ""
-    out.note(f"Stopped ({outcome.reason}): {outcome.counted} calls, {outcome.rejected} rejected{dropped}")
+    tally = outcome.tally
+    made = f"; {tally.callbacks} callbacks, {tally.failed_callbacks} failed" if tally.callbacks else ""
+    dropped = f"; {tally.dropped} lines not shown (stdout was not read)" if tally.dropped else ""
+    out.note(f"Stopped ({outcome.reason}): {outcome.counted} calls, {outcome.rejected} rejected{made}{dropped}")
     raise typer.Exit(outcome.exit_code)

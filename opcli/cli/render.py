@@ -76,7 +76,13 @@ class Output:
 
     def call(self, entry: dict[str, Any]) -> None:
         """One listener call as a compact block on stdout (one write when not a terminal)."""
-        block = call_block(entry)
+        self.block(call_block(entry))
+
+    def callback(self, entry: dict[str, Any]) -> None:
+        """One call the listener made as the panel (``--operator``), indented under its trigger's block."""
+        self.block(callback_block(entry))
+
+    def block(self, block: list[tuple[str, str | None]]) -> None:
         if self.tty:
             for text, style in block:
                 self.out.print(text, style=style, markup=False)
@@ -189,6 +195,7 @@ def call_block(entry: dict[str, Any]) -> list[tuple[str, str | None]]:
     time = entry["time"][11:19]
     shown = "-" if status is None else status  # a fault that sent nothing
     head = f"{time} {mark:>2} {shown} {entry['kind']:<12} {_who(entry):<22} {entry['method']} {entry['path']}"
+    head += f"  #{entry['seq']}"
     style = "bold red" if bad else "bold yellow" if fault else "bold green"
     lines: list[tuple[str, str | None]] = [(head.rstrip(), style)]
     fields = entry.get("fields") or {}
@@ -204,10 +211,39 @@ def call_block(entry: dict[str, Any]) -> list[tuple[str, str | None]]:
         lines.append((f"      fault: {fault}", "yellow"))
     elif bad and isinstance(reply, dict):
         lines.append((f"      rejected: {reply.get('message', '')}", "red"))
-    elif entry["kind"] == "user_info" and isinstance(reply, dict):
-        lines.append((f"      replied: {reply.get('name')!r}, balance {reply.get('balance')}", "dim"))
-    elif entry["kind"] == "user_media" and isinstance(reply, dict):
-        lines.append((f"      replied: {len(reply.get('media') or [])} media", "dim"))
-    elif isinstance(reply, dict) and isinstance(reply.get("data"), dict):
-        lines.append((f"      replied: message_id {reply['data'].get('message_id')}", "dim"))
+    elif summary := _replied(entry["kind"], reply):
+        lines.append((f"      replied: {summary}", "dim"))
+    return lines
+
+
+def _replied(kind: str, reply: Any) -> str | None:
+    """A reply in a few words: the profile's name, the number of media, the message id."""
+    if not isinstance(reply, dict):
+        return None
+    if kind == "user_info":
+        return f"{reply.get('name')!r}, balance {reply.get('balance')}"
+    if kind == "user_media":
+        return f"{len(reply.get('media') or [])} media"
+    if isinstance(reply.get("data"), dict):
+        return f"message_id {reply['data'].get('message_id')}"
+    return None
+
+
+def callback_block(entry: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """The human view of one callback: a line under its trigger (``#seq``), findings, the error."""
+    status = entry["status"] if entry["status"] is not None else "---"
+    mark, style = ("ok", "green") if entry["ok"] else ("x", "bold red")
+    head = f"      after #{entry['trigger']}: {mark} {status} {entry['kind']} {_who(entry)} POST {entry['url']}"
+    lines: list[tuple[str, str | None]] = [(f"{head}  ({entry['ms']:.0f} ms)", style)]
+    if entry["kind"] == "send_message":
+        lines.append((f"           message: {entry['fields'].get('message')!r}", None))
+    if entry["ok"] and (summary := _replied(entry["kind"], entry["reply"])):
+        lines.append((f"           replied: {summary}", "dim"))
+    styles = {"notice": "dim", "warning": "yellow", "violation": "red"}
+    for f in entry["findings"]:
+        if f["field"] or f["text"] != entry["error"]:  # a non-2xx reply's finding is the error itself
+            where = f"{f['field']}: " if f["field"] else ""
+            lines.append((f"           {f['level']}: {where}{f['text']}", styles.get(f["level"])))
+    if entry["error"]:
+        lines.append((f"           error: {entry['error']}", "red"))
     return lines

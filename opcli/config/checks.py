@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from opcli.config.model import ListenConfig, Site, fill_template
+from opcli.config.model import ListenConfig, OperatorConfig, Site, fill_template
 from opcli.config.positions import where as _where
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -233,6 +233,50 @@ def _id_map(node: Any, path: str, where: str, errors: list[str], dotted: str) ->
     return out
 
 
+def _seconds(value: Any) -> float:
+    value = float(_number(value, float))
+    if value < 0:
+        raise ValueError(f"expected a number of seconds, 0 or more, got {value:g}")
+    return value
+
+
+def _fetch(value: Any) -> tuple[str, ...]:
+    kinds = ("user_info", "user_media")
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of {' and '.join(kinds)} (or []), got {type_name(value)}")
+    for item in value:
+        if item not in kinds:
+            raise ValueError(f"expected {' or '.join(kinds)} in the list, got {item!r}")
+    if len(set(value)) < len(value):
+        raise ValueError("each webhook may be listed once")
+    return tuple(value)
+
+
+def _template(value: Any) -> str | None:
+    if value is None:
+        return None
+    value = _str(value)
+    allowed = OperatorConfig.PLACEHOLDERS
+    for name in re.findall(r"\{([^{}]*)\}", value):
+        if name not in allowed:
+            raise ValueError(f"unknown placeholder {{{name}}} (use {', '.join(f'{{{a}}}' for a in allowed)})")
+    return value
+
+
+_OPERATOR_SPEC: dict[str, Any] = {"fetch": _fetch, "reply": _template, "delay": _seconds, "timeout": _timeout}
+
+
+def operator_settings(**values: Any) -> OperatorConfig:
+    """``listen.operator`` from Python values (``ListenerThread.operator``); ValueError names a bad one."""
+    checked = {}
+    for key, value in values.items():
+        try:
+            checked[key] = _OPERATOR_SPEC[key](value)
+        except ValueError as exc:
+            raise ValueError(f"operator {key}: {exc}") from None
+    return OperatorConfig(**checked)
+
+
 LISTEN_SPEC: dict[str, Any] = {
     "host": _str,
     "port": _int_range(0, 65535),
@@ -243,6 +287,7 @@ LISTEN_SPEC: dict[str, Any] = {
     "unknown_user": _choice("template", 404),
     "seed": _int_range(0),
     "faults": None,  # a list of SPEC strings, each checked by listen_section
+    "operator": _OPERATOR_SPEC,
     # free-form canned replies: interpolated and contract-checked by listen_section
     "user_template": None,
     "users": None,
@@ -288,6 +333,8 @@ def listen_section(node: Any, path: str, errors: list[str], strict: bool) -> Lis
         values[section] = found
     if node.get("faults") is not None:
         values["faults"] = _faults(node["faults"], path, marks.get("faults"), errors, strict)
+    if "operator" in values:
+        values["operator"] = OperatorConfig(**values["operator"])
     return ListenConfig(**values)
 
 

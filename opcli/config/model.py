@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from opcli.errors import ConfigError
@@ -32,15 +33,22 @@ class Site:
             raise ConfigError(f"{self.source}: site '{self.name}' has no {key}")
         return url
 
-    def rebased(self, base_url: str) -> Site:
+    def rebased(self, base_url: str, only: tuple[str, int] | None = None) -> Site:
         """The same site with every URL moved to ``base_url`` (scheme, host, port), paths kept.
 
         What a listener on a free port serves: ``opcli demo``, ``ListenerThread`` and tests use it.
+        With ``only=(host, port)``, only the http URLs at that address move (the listener's own
+        URLs, when it serves elsewhere than the config says: ``--port 0``).
         """
         base = urlsplit(base_url)
 
         def move(url: str | None) -> str | None:
-            return urlunsplit(urlsplit(url)._replace(scheme=base.scheme, netloc=base.netloc)) if url else url
+            if not url:
+                return url
+            parts = urlsplit(url)
+            if only is not None and (parts.scheme, parts.hostname, parts.port or 80) != ("http", *only):
+                return url
+            return urlunsplit(parts._replace(scheme=base.scheme, netloc=base.netloc))
 
         return replace(self, panel_url=move(self.panel_url), webhooks={k: move(v) for k, v in self.webhooks.items()})
 
@@ -73,6 +81,29 @@ DEFAULT_TEMPLATE = {
 
 
 @dataclass(frozen=True)
+class OperatorConfig:
+    """``listen.operator``: what the listener does as the panel after each accepted message.
+
+    ``fetch`` lists the webhooks called first, in order; ``reply`` is the operator's answer
+    (``{message}``, ``{user}``, ``{bot}``, ``{name}`` filled in) or None for none; ``delay``
+    seconds pass before the first call; each call gives up after ``timeout`` seconds.
+    """
+
+    fetch: tuple[str, ...] = ("user_info", "user_media")
+    reply: str | None = "Re: {message}"
+    delay: float = 0.0
+    timeout: float = 4.0  # the deployed panel's: it gives up after 4 s and does not retry
+
+    #: what ``reply`` may name; anything else in braces is a config error
+    PLACEHOLDERS: ClassVar[tuple[str, ...]] = ("message", "user", "bot", "name")
+
+    def reply_text(self, values: dict[str, str]) -> str:
+        """The reply template with the placeholders filled (plain replacement: no format-string surprises)."""
+        text = self.reply or ""
+        return re.sub(r"\{(message|user|bot|name)\}", lambda m: values[m.group(1)], text)
+
+
+@dataclass(frozen=True)
 class ListenConfig:
     """The ``listen:`` section, interpolated, with canned replies checked against the contract."""
 
@@ -88,6 +119,7 @@ class ListenConfig:
     media: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     faults: list[str] = field(default_factory=list)  # --fault SPECs, checked by config/checks.py
     seed: int | None = None  # for the faults' rate
+    operator: OperatorConfig | None = None  # present: the operator loop is on
 
 
 def fill_template(value: Any, user_id: int) -> Any:

@@ -9,6 +9,7 @@ from opcli.listener.app import Listener, create_app, routes_of
 from opcli.listener.call import Call, Callback, Ready
 from opcli.listener.faults import Faults
 from opcli.listener.journal import Journal, JournalError
+from opcli.listener.operator import Operator
 from opcli.listener.runner import ListenerThread, Outcome, ServerThread, bind, serve
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "JournalError",
     "Listener",
     "ListenerThread",
+    "Operator",
     "Outcome",
     "Ready",
     "ServerThread",

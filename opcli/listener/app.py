@@ -89,6 +89,8 @@ class Listener:
         # --fault rules first, then the config's; ValueError for a bad one
         self.faults = Faults([*faults, *self.settings.faults], self.settings.seed if seed is None else seed)
         self.mounts: dict[str, ASGIApp] = {}
+        # told after each call's reply went out: the operator loop starts there
+        self.answered: list[Callable[[Call], None]] = []
         self.message_ids = itertools.count(1001)
         self.answers: dict[str, Callable[[Call, dict[str, int]], Answer]] = {
             "message_sent": self.message,
@@ -146,6 +148,8 @@ class Listener:
             }
         )
         await send({"type": "http.response.body", "body": body})
+        for hook in list(self.answered):
+            hook(call)
 
     def on_journal_error(self, error: JournalError) -> None:
         """Told when the journal file failed; the runner replaces this to stop the listener."""

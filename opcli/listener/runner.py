@@ -29,6 +29,7 @@ from opcli.listener.app import Listener, routes_of
 from opcli.listener.call import Call, Callback, Ready
 from opcli.listener.faults import parse_rules
 from opcli.listener.journal import Entry, Journal, JournalError, JournalFile, Line
+from opcli.listener.operator import Operator
 
 DEFAULT_PORT = 8765
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -184,12 +185,14 @@ class Tally:
     stop: Callable[[str], None]
     counted: int = 0
     rejected: int = 0
+    callbacks: int = 0
     failed_callbacks: int = 0
     unknown: list[str] = field(default_factory=list)
     dropped: int = 0  # lines stdout could not take (the journal file has them)
 
     def __call__(self, line: Line) -> None:
         if isinstance(line, Callback):
+            self.callbacks += 1
             self.failed_callbacks += not line.ok
         elif isinstance(line, Call):
             if not line.counted:
@@ -244,6 +247,7 @@ def serve(
     strict: bool | None = None,
     faults: Sequence[str] = (),
     seed: int | None = None,
+    operator: bool = False,
     show: Callable[[Line], None] | None = None,
     announce: Callable[[Ready], None] | None = None,
 ) -> Outcome:
@@ -252,9 +256,10 @@ def serve(
     ``show`` gets every line (ready, calls, callbacks) for stdout; when stdout's reader goes
     away (BrokenPipeError) the listener stops. ``announce(ready)`` is called once the socket
     accepts connections. ``faults`` (``--fault``) come before the config's rules; ``seed``
-    (``--seed``) wins over ``listen.seed``. Raises UsageError (exit 2) for a port in use, a bad
-    ``--fault``, an unusable ``--journal`` or ``--save-dir``, or a journal that could not be
-    written during the run.
+    (``--seed``) wins over ``listen.seed``. ``operator`` (or ``listen.operator`` in the config)
+    turns the operator loop on; with ``count`` the run then ends once the callbacks of the
+    counted calls ended. Raises UsageError (exit 2) for a port in use, a bad ``--fault``, an
+    unusable ``--journal`` or ``--save-dir``, or a journal that could not be written during the run.
     """
     import uvicorn
 
@@ -275,18 +280,27 @@ def serve(
     server = uvicorn.Server(uvicorn_config(app))
     reasons: list[str] = []  # why it stopped: the first one counts
     failures: list[JournalError] = []
+    panel: Operator | None = None  # the operator loop, when on
 
     def stop(why: str) -> None:
         reasons.append(why)
         app.accepting = False
         server.should_exit = True
+        if panel is not None:
+            panel.cancel()
+
+    def counted_out(why: str) -> None:  # --count reached: stop once the callbacks it waits for ended
+        if panel is None:
+            stop(why)
+        else:
+            panel.finish(lambda: stop(why))
 
     def journal_failed(error: JournalError) -> None:
         failures.append(error)
         stop("journal error")
 
     app.on_journal_error = journal_failed
-    tally = Tally(count, stop)
+    tally = Tally(count, counted_out)
     if journal_file is not None:
         book.subscribe(journal_file)
     pump = StdoutPump(show, stop) if show is not None else None
@@ -301,6 +315,10 @@ def serve(
         sock = bind(*address)
         url = base_url(sock)
         ready = Ready(url, endpoints_of(app, url))
+        if operator or config.listen.operator is not None:
+            # the site's URLs that name the listener itself are where it serves (--port 0)
+            own = pick_address(config.site, config.listen.host, config.listen.port, None, None)
+            panel = Operator(app, config.listen.operator, config.site.rebased(url, only=own)).attach()
         book.announce(ready)
         if announce:
             announce(ready)
@@ -308,7 +326,11 @@ def serve(
         async def main() -> None:
             if timeout is not None:
                 asyncio.get_running_loop().call_later(timeout, stop, "timeout")
-            await server.serve(sockets=[sock])
+            try:
+                await server.serve(sockets=[sock])
+            finally:
+                if panel is not None:
+                    await panel.close()
 
         run_loop(main(), server.config.get_loop_factory())
         why = reasons[0] if reasons else "stopped"
@@ -441,8 +463,8 @@ class ListenerThread:
 
     A context manager with what the pytest fixture offers: ``url``, ``endpoints``, ``token``,
     ``site`` (an ``opcli.Site`` pointing at it), ``calls``, ``callbacks``, ``wait_for``,
-    ``users``, ``media``, ``fault(SPEC)``; ``reset()`` forgets calls, overrides and faults.
-    Raises RuntimeError when the server does not start.
+    ``users``, ``media``, ``fault(SPEC)``, ``operator(...)``; ``reset()`` forgets calls, overrides
+    and faults and turns the operator loop off. Raises RuntimeError when the server does not start.
     """
 
     def __init__(
@@ -468,13 +490,48 @@ class ListenerThread:
         self.site = config.site.rebased(self.url)
         self.users = self.app.canned.users
         self.media = self.app.canned.media
+        self._operator: Operator | None = None
 
     def start(self) -> ListenerThread:
         self._server.start()
         return self
 
     def stop(self) -> None:
+        self.operator_off()
         self._server.stop()
+
+    def operator(
+        self,
+        fetch: Sequence[str] = ("user_info", "user_media"),
+        reply: str | None = "Re: {message}",
+        delay: float = 0.0,
+        timeout: float = 4.0,
+        site: Site | None = None,
+    ) -> None:
+        """Turn the operator loop on (``listen --operator``) with these settings; callbacks go to ``callbacks``.
+
+        The calls go to ``site``, by default the config's site with the URLs that name the
+        listener's configured address moved to where it serves (the built-in site: itself).
+        Raises ValueError for a bad setting.
+        """
+        from opcli.config.checks import operator_settings
+
+        settings = operator_settings(fetch=list(fetch), reply=reply, delay=delay, timeout=timeout)
+        if site is None:
+            config = self.config
+            own = pick_address(config.site, config.listen.host, config.listen.port, None, None)
+            site = config.site.rebased(self.url, only=own)
+        self.operator_off()
+        self._operator = Operator(self.app, settings, site).attach()
+
+    def operator_off(self) -> None:
+        """Turn the operator loop off: callbacks under way are cancelled (journaled ``cancelled``)."""
+        panel, self._operator = self._operator, None
+        if panel is None:
+            return
+        panel.detach()
+        if panel.loop is not None and self._server.thread.is_alive():
+            asyncio.run_coroutine_threadsafe(panel.close(), panel.loop).result(10)
 
     def __enter__(self) -> ListenerThread:
         return self.start()
@@ -519,7 +576,8 @@ class ListenerThread:
         self.app.faults.add(spec)
 
     def reset(self) -> None:
-        """Forget the calls, the canned overrides and the faults: a fresh state on the same server."""
+        """Forget the calls, the canned overrides and the faults, turn the operator loop off: a fresh state."""
+        self.operator_off()
         self.journal.clear()
         self.app.canned.reset()
         self.app.faults.clear()
