@@ -71,25 +71,18 @@ class OpcliListener:
         return self._server.wait_for(kind, count, timeout)  # type: ignore[return-value]
 
     def fault(self, spec: str) -> None:
-        """Add a fault rule (``opcli listen --fault`` grammar, e.g. ``user_info:delay=5,times=1``) for this test."""
-        self._delegate("fault")(spec)
+        """Add a fault rule (``opcli listen --fault`` grammar, e.g. ``user_info:delay=5,times=1``) for this test.
+
+        A bad SPEC raises ValueError naming the part that is wrong.
+        """
+        self._server.fault(spec)
 
     def operator(self, **options: Any) -> None:
         """Act as the panel for this test (``opcli listen --operator``): ``fetch``, ``reply``, ``delay``, ``timeout``.
 
         Unset options take the ``listen.operator`` defaults; the callbacks appear in ``callbacks``.
         """
-        self._delegate("operator")(**options)
-
-    def _delegate(self, name: str) -> Any:
-        method = getattr(self._server, name, None)
-        if method is None:
-            from opcli import __version__
-
-            raise NotImplementedError(
-                f"opcli_listener.{name}() needs ListenerThread.{name}, which opcli {__version__} does not have"
-            )
-        return method
+        self._server.operator(**options)
 
     def _summary(self) -> str:
         """The report section: where the listener was, then one line per call or callback."""

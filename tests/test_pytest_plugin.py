@@ -9,13 +9,12 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import types
 from pathlib import Path
 
 import httpx
 import pytest
 
-from opcli.pytest_plugin import SECTION, OpcliListener
+from opcli.pytest_plugin import SECTION
 
 pytest_plugins = ["pytester"]
 
@@ -239,28 +238,58 @@ def test_importing_the_plugin_stays_light():
     assert done.stdout.strip() == "[]"
 
 
-def test_fault_and_operator_delegate_to_the_listener_thread():
-    """Faults and the operator loop are ListenerThread's; the fixture hands them on, or says they are missing."""
-    given: list[object] = []
-    server = types.SimpleNamespace(
-        url="http://127.0.0.1:1",
-        endpoints={},
-        token="t",
-        site=None,
-        users={},
-        media={},
-        fault=given.append,
-        operator=lambda **options: given.append(options),
+def test_a_fault_lasts_one_test_and_the_operator_loop_fills_callbacks(pytester):
+    pytester.makepyfile(
+        """
+        import httpx
+        import pytest
+
+
+        def test_the_site_meets_a_refusing_panel(opcli_listener):
+            opcli_listener.fault("message_sent:status0,times=1")
+            form = {"token": opcli_listener.token, "action": "message_sent", "user_id": "42",
+                    "contact_id": "7", "message": "hi"}
+            first = httpx.post(opcli_listener.endpoints["message_sent"], data=form)
+            assert first.json() == {"status": 0, "message": "Invalid API token"}
+            assert httpx.post(opcli_listener.endpoints["message_sent"], data=form).json()["status"] == 1
+            faulted, ok = opcli_listener.wait_for("message_sent", count=2)
+            assert faulted.fault == "message_sent:status0,times=1" and ok.fault is None
+            with pytest.raises(ValueError, match="unknown action 'nap'"):
+                opcli_listener.fault("user_info:nap")
+
+
+        def test_a_fault_of_the_previous_test_is_gone(opcli_listener):
+            reply = httpx.post(opcli_listener.endpoints["user_info"],
+                               data={"token": opcli_listener.token, "user_id": "42"})
+            assert reply.status_code == 200 and reply.json()["name"] == "Olga"
+
+
+        def test_the_operator_loop_answers_a_message(opcli_listener):
+            opcli_listener.operator(fetch=["user_info"], reply="Hello {name}")
+            form = {"token": opcli_listener.token, "action": "message_sent", "user_id": "42",
+                    "contact_id": "7", "message": "hi"}
+            assert httpx.post(opcli_listener.endpoints["message_sent"], data=form).status_code == 200
+            [answer] = opcli_listener.wait_for("send_message")
+            assert answer.fields == {"user_id": "7", "contact_id": "42", "message": "Hello Olga"}
+            import time
+
+            deadline = time.monotonic() + 5
+            while len(opcli_listener.callbacks) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert [(c.kind, c.ok) for c in opcli_listener.callbacks] == [("user_info", True), ("send_message", True)]
+
+
+        def test_the_operator_of_the_previous_test_is_off(opcli_listener):
+            form = {"token": opcli_listener.token, "action": "message_sent", "user_id": "42",
+                    "contact_id": "7", "message": "hi"}
+            assert httpx.post(opcli_listener.endpoints["message_sent"], data=form).status_code == 200
+            [call] = opcli_listener.wait_for("message_sent")
+            assert opcli_listener.callbacks == []
+            assert opcli_listener.calls == [call]
+        """
     )
-    listener = OpcliListener(server)  # type: ignore[arg-type]
-    listener.fault("user_info:delay=5,times=1")
-    listener.operator(reply=None, delay=0.1)
-    assert given == ["user_info:delay=5,times=1", {"reply": None, "delay": 0.1}]
-    del server.fault, server.operator
-    with pytest.raises(NotImplementedError, match=r"opcli_listener\.fault\(\) needs ListenerThread\.fault"):
-        listener.fault("user_info:html")
-    with pytest.raises(NotImplementedError, match=r"opcli_listener\.operator\(\) needs ListenerThread\.operator"):
-        listener.operator()
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=4)
 
 
 def test_call_as_json_equals_the_journal_line_of_opcli_listen(opcli_listener, listen_proc, isolated):
