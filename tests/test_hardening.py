@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -231,3 +232,158 @@ def test_idle_sockets_beyond_the_soft_fd_limit_do_not_lock_the_listener_out(isol
         proc.terminate()
         err = proc.communicate(timeout=30)[1]
     assert proc.returncode == 143 and "Traceback" not in err
+
+
+# --- the HTTP layer: malformed requests, sizes, time limits, h2c -----------------------------
+
+
+@pytest.fixture
+def raw(tmp_path, serve):
+    """A listener with short time limits; yields (send raw bytes -> response bytes, journal lines, URL)."""
+    import socket
+
+    limits = "listen:\n  timeouts: {idle: 0.5, headers: 0.5, body: 0.5}\n"
+    app = create_app(load_config(write_config(tmp_path / "c.yaml", listen=limits), listen=True))
+    journal = lines_of(app)
+    server = serve(app)
+    host, port = server.url.rsplit("/", 1)[1].split(":")
+
+    def exchange(*pieces: bytes, pause: float = 0.0) -> bytes:
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            for piece in pieces:
+                sock.sendall(piece)
+                time.sleep(pause)
+            response = b""
+            while chunk := sock.recv(65536):
+                response += chunk
+        return response
+
+    return exchange, journal, server.url
+
+
+def status_and_json(response: bytes) -> tuple[int, dict]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), head
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "request_bytes, message",
+    [
+        (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", "no endpoint at *"),
+        (
+            b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "malformed",
+        ),
+        (b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n", "malformed"),
+        (b"BREW /pot HTCPCP/1.0\r\n\r\n", "malformed"),
+    ],
+)
+def test_malformed_http_gets_a_json_400_and_a_journal_line(raw, request_bytes, message):
+    exchange, journal, _ = raw
+    status, reply = status_and_json(exchange(request_bytes))
+    assert status in (400, 404) and reply["status"] == 0 and message in reply["message"]
+    assert journal[-1]["status"] == status and journal[-1]["kind"] == "unknown" and journal[-1]["reply"] == reply
+
+
+def test_a_bad_chunk_in_the_body_gets_the_same_400_in_the_journal_and_on_the_wire(raw):
+    exchange, journal, _ = raw
+    head = (
+        b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+    )
+    status, reply = status_and_json(exchange(head + b"5\r\ntoken\r\nzz\r\nabc\r\n0\r\n\r\n"))
+    assert status == 400 and "malformed HTTP request" in reply["message"]
+    assert [(line["status"], line["reply"]) for line in journal] == [(400, reply)]
+    assert journal[-1]["kind"] == "user_info"
+
+
+def test_headers_over_64_kib_are_431(raw):
+    exchange, journal, _ = raw
+    status, reply = status_and_json(exchange(b"POST /hooks/user-info HTTP/1.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"))
+    assert status == 431 and "larger than 65536" in reply["message"]
+    assert journal[-1]["status"] == 431
+
+
+def test_curl_http2_upgrade_offer_is_served_as_http_1_1(raw):
+    exchange, journal, url = raw
+    for form in (["-d", f"token={TOKEN}", "-d", "user_id=42"], ["-F", f"token={TOKEN}", "-F", "user_id=42"]):
+        done = subprocess.run(
+            ["curl", "-sS", "--http2", *form, f"{url}/hooks/user-info"], capture_output=True, text=True, timeout=30
+        )
+        assert json.loads(done.stdout)["id"] == 42, done.stdout + done.stderr
+    assert [line["status"] for line in journal] == [200, 200]
+
+
+def test_an_idle_connection_is_closed(raw):
+    exchange, journal, _ = raw
+    assert exchange() == b""  # nothing sent: the listener closes the connection after listen.timeouts.idle
+    assert journal == []
+
+
+def test_slow_headers_get_408(raw):
+    exchange, journal, _ = raw
+    response = exchange(b"POST /hooks/user-info HTTP/1.1\r\n", b"Host: x\r\n", b"X-Slow: 1\r\n", pause=0.4)
+    status, reply = status_and_json(response)
+    assert status == 408 and "headers did not come within 0.5 s" in reply["message"]
+    assert journal[-1]["status"] == 408
+
+
+def test_a_stalled_body_gets_408_from_the_listener(raw):
+    exchange, journal, _ = raw
+    head = (
+        b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n\r\ntoken="
+    )
+    status, reply = status_and_json(exchange(head))
+    assert status == 408 and "stalled" in reply["message"]
+    assert [(line["kind"], line["status"]) for line in journal] == [("user_info", 408)]
+
+
+def test_keep_alive_requests_in_a_row_still_work(raw):
+    exchange, journal, _ = raw
+    request = (
+        b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(f"token={TOKEN}&user_id=42"), f"token={TOKEN}&user_id=42".encode())
+    )
+    response = exchange(request, request)
+    assert response.count(b"HTTP/1.1 200 OK") == 2 and [line["status"] for line in journal] == [200, 200]
+
+
+def test_stopping_with_an_upload_in_flight_is_prompt_and_quiet(isolated):
+    """SIGTERM while a client is half-way through a body: 503 to it, exit 143, no traceback."""
+    import signal
+    import socket
+
+    journal = isolated / "j.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opcli", "listen", "--port", "0", "--journal", str(journal)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = proc.stderr.readline().split()[1]
+        host, port = url.rsplit("/", 1)[1].split(":")
+        with socket.create_connection((host, int(port)), timeout=20) as sock:
+            sock.sendall(
+                b"POST /operator-api HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\nContent-Disposition: form-data; "
+                b'name="attach"; filename="big.bin"\r\n\r\n' + b"x" * 100000
+            )
+            deadline = time.monotonic() + 10
+            while len(journal.read_text().splitlines()) < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.2)  # the upload is under way
+            proc.send_signal(signal.SIGTERM)
+            response = b""
+            while chunk := sock.recv(65536):
+                response += chunk
+        err = proc.communicate(timeout=30)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert response.startswith(b"HTTP/1.1 503") and b"the listener is stopping" in response
+    assert proc.returncode == 143 and "Traceback" not in err and "Cancel" not in err
+    assert json.loads(journal.read_text().splitlines()[-1])["status"] == 503

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from opcli.config.model import ListenConfig, OperatorConfig, Site, fill_template
+from opcli.config.model import ListenConfig, OperatorConfig, Site, Timeouts, fill_template
 from opcli.config.positions import where as _where
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -288,6 +288,7 @@ LISTEN_SPEC: dict[str, Any] = {
     "seed": _int_range(0),
     "faults": None,  # a list of SPEC strings, each checked by listen_section
     "operator": _OPERATOR_SPEC,
+    "timeouts": {"idle": _timeout, "headers": _timeout, "body": _timeout},
     # free-form canned replies: interpolated and contract-checked by listen_section
     "user_template": None,
     "users": None,
@@ -335,6 +336,8 @@ def listen_section(node: Any, path: str, errors: list[str], strict: bool) -> Lis
         values["faults"] = _faults(node["faults"], path, marks.get("faults"), errors, strict)
     if "operator" in values:
         values["operator"] = OperatorConfig(**values["operator"])
+    if "timeouts" in values:
+        values["timeouts"] = Timeouts(**values["timeouts"])
     return ListenConfig(**values)
 
 

@@ -104,6 +104,15 @@ class OperatorConfig:
 
 
 @dataclass(frozen=True)
+class Timeouts:
+    """``listen.timeouts``: how long the listener waits on a client before it gives up on it."""
+
+    idle: float = 5.0  # a connection with no request under way (before the first, between two)
+    headers: float = 10.0  # from a request's first byte to the end of its headers
+    body: float = 30.0  # a body that stalls: no byte for this long
+
+
+@dataclass(frozen=True)
 class ListenConfig:
     """The ``listen:`` section, interpolated, with canned replies checked against the contract."""
 
@@ -120,6 +129,7 @@ class ListenConfig:
     faults: list[str] = field(default_factory=list)  # --fault SPECs, checked by config/checks.py
     seed: int | None = None  # for the faults' rate
     operator: OperatorConfig | None = None  # present: the operator loop is on
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
 
 def fill_template(value: Any, user_id: int) -> Any:

@@ -27,6 +27,7 @@ from opcli.listener.call import Call
 from opcli.listener.canned import Canned
 from opcli.listener.faults import Faults, respond
 from opcli.listener.forms import Body, ClientGone, Rejected, header, media_type, read_form
+from opcli.listener.http import Rules
 from opcli.listener.journal import Journal, JournalError
 from opcli.protocol import (
     ACTION_MESSAGE_SENT,
@@ -85,6 +86,8 @@ class Listener:
         self.canned = Canned(self.settings)
         self.save_dir = save_dir
         self.strict = self.settings.strict if strict is None else strict
+        timeouts = self.settings.timeouts
+        self.connection_rules = Rules(timeouts.idle, timeouts.headers, timeouts.body)  # for the HTTP protocol
         self.accepting = True  # false once --count is reached: later calls get 503 while it stops
         # --fault rules first, then the config's; ValueError for a bad one
         self.faults = Faults([*faults, *self.settings.faults], self.settings.seed if seed is None else seed)
@@ -150,6 +153,18 @@ class Listener:
         await send({"type": "http.response.body", "body": body})
         for hook in list(self.answered):
             hook(call)
+
+    def bad_request(self, method: str, path: str, status: int, reply: dict[str, Any]) -> bytes:
+        """A request the HTTP layer refused (malformed, too large, too slow): journaled, as JSON.
+
+        Called by the protocol (``opcli.listener.http``), which sends the returned body itself.
+        """
+        call = Call(kind="unknown", method=method, path=path, status=status, reply=reply)
+        try:
+            self.journal.record(call)
+        except JournalError as exc:
+            self.on_journal_error(exc)
+        return jsonl.line(reply)[:-1]
 
     def on_journal_error(self, error: JournalError) -> None:
         """Told when the journal file failed; the runner replaces this to stop the listener."""

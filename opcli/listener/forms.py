@@ -89,10 +89,16 @@ class Body:
         return upload
 
 
-async def chunks(receive: Any) -> AsyncIterator[bytes]:
-    """The request body from an ASGI ``receive``, chunk by chunk; ClientGone on a disconnect."""
+async def chunks(receive: Any, connection: Any = None) -> AsyncIterator[bytes]:
+    """The request body from an ASGI ``receive``, chunk by chunk; ClientGone on a disconnect.
+
+    ``connection`` (``opcli.listener.http.Connection``) says when the protocol gave up on the
+    body (it stalled, or its HTTP framing broke): that becomes the answer.
+    """
     while True:
         message = await receive()
+        if connection is not None and connection.failure is not None:
+            raise Rejected(*connection.failure)
         if message["type"] == "http.disconnect":
             raise ClientGone()
         chunk = message.get("body", b"")
@@ -254,6 +260,7 @@ async def read_form(scope: dict[str, Any], receive: Any, limit: int, field_limit
     """
     content_type = header(scope, b"content-type")
     ctype, params = parse_options_header(content_type)
+    connection = scope.get("extensions", {}).get("opcli.connection")
     length = header(scope, b"content-length")
     if length.isdigit() and int(length) > limit:
         raise Rejected(413, f"body of {length} bytes is larger than {limit} (listen.max_body_bytes)")
@@ -263,9 +270,9 @@ async def read_form(scope: dict[str, Any], receive: Any, limit: int, field_limit
             raise Rejected(400, "multipart/form-data without a boundary")
         if len(boundary) > MAX_BOUNDARY:
             raise Rejected(400, f"multipart boundary longer than {MAX_BOUNDARY} bytes")
-        await _read_multipart(chunks(receive), boundary, limit, field_limit, body)
+        await _read_multipart(chunks(receive, connection), boundary, limit, field_limit, body)
     elif ctype == b"application/x-www-form-urlencoded":
-        await _read_urlencoded(chunks(receive), limit, field_limit, body)
+        await _read_urlencoded(chunks(receive, connection), limit, field_limit, body)
     else:
         raise Rejected(
             415,

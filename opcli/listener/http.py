@@ -4,19 +4,28 @@ An ASGI app only sees messages: uvicorn answers 500 when it returns without star
 and closes the transport when it fails after starting one. What acts on the connection itself
 (close it without a response, reset it, keep it open until the server stops) needs the transport,
 so the protocol puts a ``Connection`` in each request's ``scope["extensions"]["opcli.connection"]``.
-Rules about connections (limits, timeouts) belong in ``ConnectionAccess`` too.
+
+``Guarded`` adds the rules no client may break (over httptools, the parser opcli runs on): headers
+at most ``MAX_HEADER_BYTES`` (431), the time limits of ``listen.timeouts`` (an idle connection is
+closed, slow headers get 408, a stalled body gets 408 from the app), malformed HTTP answered with a
+JSON envelope and journaled like any other call, and an ``Upgrade: h2c`` offer (``curl --http2``)
+ignored so the request is served as HTTP/1.1.
 
 ``HttpToolsProtocol`` is the one ``runner.uvicorn_config`` passes as ``http=``; ``H11Protocol``
-is the same over uvicorn's pure-Python h11 parser.
+is the same over uvicorn's pure-Python h11 parser (h11 keeps its own limits).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import struct
+from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.h11_impl import H11Protocol as _H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpToolsProtocol
 
@@ -34,6 +43,8 @@ class Connection:
         self.transport = transport
         self.lost = asyncio.Event()
         self.ended = asyncio.Event()
+        # set when the protocol gives up on a request whose body the app is reading: (status, message)
+        self.failure: tuple[int, str] | None = None
 
     async def wait(self, seconds: float | None = None) -> bool:
         """Wait ``seconds`` (None: for ever) or until the connection ends; True when it ended first."""
@@ -90,8 +101,166 @@ class ConnectionAccess:
         super().shutdown()  # type: ignore[misc]
 
 
-class HttpToolsProtocol(ConnectionAccess, _HttpToolsProtocol):
-    """uvicorn's httptools protocol with ``ConnectionAccess``."""
+MAX_HEADER_BYTES = 64 * 1024
+_UPGRADE = re.compile(rb"\r\n(upgrade|http2-settings)([ \t]*):", re.I)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a server asks of its clients; the listener's come from ``listen.timeouts``."""
+
+    idle: float = 5.0
+    headers: float = 10.0
+    body: float = 30.0
+    header_bytes: int = MAX_HEADER_BYTES
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Guarded:
+    """Mixin for uvicorn's httptools protocol: size and time limits, malformed HTTP as JSON, no h2c.
+
+    A connection is in one phase at a time: ``idle`` (no request under way), ``headers``,
+    ``body`` (the app runs and reads it), ``answer`` (the app has the whole request). One timer
+    per connection is armed for the phase.
+    """
+
+    transport: asyncio.Transport
+    connection: Connection
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[misc]
+        app = getattr(self.config, "app", None)  # type: ignore[attr-defined]
+        self.rules: Rules = getattr(app, "connection_rules", None) or Rules()
+        self.on_bad_request = getattr(app, "bad_request", None)
+        self.phase = "idle"
+        self.header_bytes = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.arm(self.rules.idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.arm(None)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def arm(self, seconds: float | None) -> None:
+        """(Re)start the connection's one timer; None stops it."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = None if seconds is None else self.loop.call_later(seconds, self.expired)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if self.connection.failure is not None:
+            return  # the request is being refused; what else comes is not read
+        if self.phase == "idle":
+            self.phase = "headers"
+            self.arm(self.rules.headers)  # for the whole header block, however it trickles in
+        elif self.phase == "body":
+            self.arm(self.rules.body)
+        if self.phase == "headers" and b"pgrade:" in data.lower():
+            # the HTTP/2 upgrade offer (curl --http2) would stop the parser at the headers:
+            # rename the header so that the request is read, and answered, as HTTP/1.1
+            end = data.find(b"\r\n\r\n")
+            head = data if end < 0 else data[:end]
+            data = _UPGRADE.sub(rb"\r\nx-opcli-ignored-\1\2:", head) + data[len(head) :]
+        self._unset_keepalive_if_required()  # type: ignore[attr-defined]
+        try:
+            self.parser.feed_data(data)  # type: ignore[attr-defined]
+        except httptools.HttpParserUpgrade:
+            self.refuse(400, "HTTP upgrades are not supported: send the request as HTTP/1.1")
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _TooLarge):
+                self.refuse(431, f"request headers larger than {self.rules.header_bytes} bytes")
+            elif isinstance(cause, httptools.HttpParserInvalidURLError):
+                self.refuse(400, "malformed HTTP request: the request target is not a path")
+            else:
+                self.refuse(400, f"malformed HTTP request: {exc}")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()  # type: ignore[misc]
+        self.header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.count_header_bytes(len(url))
+        super().on_url(url)  # type: ignore[misc]
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.count_header_bytes(len(name) + len(value) + 4)
+        super().on_header(name, value)  # type: ignore[misc]
+
+    def count_header_bytes(self, size: int) -> None:
+        self.header_bytes += size
+        if self.header_bytes > self.rules.header_bytes:
+            raise _TooLarge()
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()  # type: ignore[misc]
+        self.phase = "body"
+        self.arm(self.rules.body)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()  # type: ignore[misc]
+        self.phase = "answer"
+        self.arm(None)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        if self.phase == "answer":
+            self.phase = "idle"
+            self.arm(self.rules.idle)
+
+    def shutdown(self) -> None:
+        """The server stops: an upload under way is answered 503 at once instead of waited for."""
+        if self.phase == "body":
+            self.refuse(503, "the listener is stopping")
+        super().shutdown()  # type: ignore[misc]
+
+    def expired(self) -> None:
+        self.timer = None
+        if self.phase == "idle":
+            self.transport.close()
+        elif self.phase == "headers":
+            self.refuse(408, f"the request's headers did not come within {self.rules.headers:g} s")
+        elif self.phase == "body":
+            self.refuse(408, f"the request's body stalled: nothing came for {self.rules.body:g} s")
+
+    def refuse(self, status: int, message: str) -> None:
+        """Give up on the request under way: the app answers it when it is reading the body, else we do."""
+        cycle = self.cycle  # type: ignore[attr-defined]
+        self.arm(None)
+        if self.phase == "body" and cycle is not None and not cycle.response_started:
+            self.connection.failure = (status, message)
+            cycle.keep_alive = False
+            cycle.message_event.set()  # the app's receive() returns, sees the failure and answers it
+            return
+        scope = self.scope if self.phase == "headers" and self.scope else {}  # type: ignore[attr-defined]
+        method = scope.get("method") or self.parser_method()
+        path = scope.get("path") or getattr(self, "url", b"").decode("latin-1", "replace") or "?"
+        reply = {"status": 0, "message": message}
+        body = self.on_bad_request(method, path, status, reply) if self.on_bad_request else None
+        if body is None:
+            from opcli import jsonl
+
+            body = jsonl.line(reply)[:-1]
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        if not self.transport.is_closing():
+            self.transport.write(head.encode("latin-1") + body)
+            self.transport.close()
+
+    def parser_method(self) -> str:
+        try:
+            return self.parser.get_method().decode("ascii")  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - the request line itself was what broke
+            return "?"
+
+
+class HttpToolsProtocol(ConnectionAccess, Guarded, _HttpToolsProtocol):
+    """uvicorn's httptools protocol with ``ConnectionAccess`` and the ``Guarded`` rules."""
 
 
 class H11Protocol(ConnectionAccess, _H11Protocol):
