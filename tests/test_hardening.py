@@ -387,3 +387,44 @@ def test_stopping_with_an_upload_in_flight_is_prompt_and_quiet(isolated):
     assert response.startswith(b"HTTP/1.1 503") and b"the listener is stopping" in response
     assert proc.returncode == 143 and "Traceback" not in err and "Cancel" not in err
     assert json.loads(journal.read_text().splitlines()[-1])["status"] == 503
+
+
+def test_every_answered_call_is_in_the_journal_even_after_kill_9(isolated):
+    """Journal lines are written before replies: kill -9 under load loses no answered call."""
+    import concurrent.futures
+    import signal
+
+    journal = isolated / "j.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opcli", "listen", "--port", "0", "--journal", str(journal)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = proc.stderr.readline().split()[1]
+        payload = b"\x00" * (1024 * 1024)
+        answered: list[str] = []
+
+        def send(i: int) -> None:
+            form = {"token": "dev-token", "action": "message_sent", "user_id": str(i), "contact_id": "7"}
+            try:
+                r = httpx.post(f"{url}/operator-api", data=form, files={"attach": ("f.bin", payload)}, timeout=20)
+            except httpx.TransportError:
+                return
+            if r.status_code == 200:
+                answered.append(str(i))
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(send, i) for i in range(40)]
+            deadline = time.monotonic() + 30
+            while len(answered) < 10 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGKILL)
+            concurrent.futures.wait(futures)
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stderr.close()
+    journaled = {json.loads(line)["fields"]["user_id"] for line in journal.read_text().splitlines()[1:]}
+    assert len(answered) >= 10 and set(answered) <= journaled
