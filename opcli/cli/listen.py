@@ -54,7 +54,7 @@ def listen(
         typer.Option(
             "--save-dir",
             metavar="DIR",
-            help="Keep uploaded files in DIR (safe generated names).",
+            help="Keep uploaded files and each call's raw body (token removed) in DIR (safe generated names).",
             show_default=False,
             file_okay=False,
         ),
@@ -67,6 +67,15 @@ def listen(
             show_default=False,
         ),
     ] = None,
+    forward: Annotated[
+        str | None,
+        typer.Option(
+            "--forward",
+            metavar="SITE",
+            help="Send each checked call on to the config's site SITE (its token) and pass its reply back.",
+            show_default=False,
+        ),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Write every call as a JSON line on stdout.")] = False,
 ) -> None:
     """Serve the site's webhooks and the panel's endpoint locally; print every call."""
@@ -74,6 +83,11 @@ def listen(
 
     st = state(ctx)
     config = st.load(listen=True)
+    upstream = None
+    if forward is not None:
+        from opcli.listener.forward import forward_site
+
+        upstream = forward_site(config, forward)
     out = st.output(json_out)
 
     def announce(ready: Any) -> None:
@@ -98,6 +112,7 @@ def listen(
         journal=journal,
         save_dir=save_dir,
         strict=strict,
+        forward=upstream,
         show=show,
         announce=announce,
     )

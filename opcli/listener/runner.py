@@ -174,6 +174,7 @@ def serve(
     journal: Path | None = None,
     save_dir: Path | None = None,
     strict: bool | None = None,
+    forward: Site | None = None,
     show: Callable[[Line], None] | None = None,
     announce: Callable[[Ready], None] | None = None,
 ) -> Outcome:
@@ -181,8 +182,10 @@ def serve(
 
     ``show`` gets every line (ready, calls, callbacks) for stdout; when stdout's reader goes
     away (BrokenPipeError) the listener stops. ``announce(ready)`` is called once the socket
-    accepts connections. Raises UsageError (exit 2) for a port in use, an unusable
-    ``--journal`` or ``--save-dir``, or a journal that could not be written during the run.
+    accepts connections. ``forward`` sends each checked call on to that site (``--forward``).
+    Raises UsageError (exit 2) for a port in use, an unusable ``--journal`` or ``--save-dir``, or
+    a journal that could not be written during the run; ConfigError for a ``forward`` site
+    without a URL the listener serves.
     """
     import uvicorn
 
@@ -195,7 +198,7 @@ def serve(
             raise UsageError(f"cannot use --save-dir {save_dir}: {exc.strerror}") from None
     book = Journal(config.listen.keep)
     journal_file = JournalFile(journal) if journal else None
-    app = Listener(config, journal=book, save_dir=save_dir, strict=strict)
+    app = Listener(config, journal=book, save_dir=save_dir, strict=strict, forward=forward)
     server = uvicorn.Server(uvicorn_config(app))
     reasons: list[str] = []  # why it stopped: the first one counts
     failures: list[JournalError] = []
