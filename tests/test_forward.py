@@ -202,3 +202,23 @@ def test_a_20_mb_file_is_forwarded_with_bounded_memory(tmp_path, stdlib_server, 
     assert got.field("token") == UP_TOKEN
     # held whole, the 20 MiB body would grow the peak by 20 MiB at least (more with copies)
     assert grown < 12 * 1024, f"the listener's peak RSS grew by {grown} KiB"
+
+
+def test_listen_forward_records_a_session_and_shows_the_verdict(tmp_path, stdlib_server, listen_proc):
+    path = config_with_upstream(tmp_path / "c.yaml", stdlib_server.url)
+    stdlib_server.reply_json(200, {"id": "42", "name": "Olga"})
+    rec = tmp_path / "rec"
+    args = ["--forward", "up", "--save-dir", str(rec), "--journal", str(rec / "j.jsonl"), "--count", "1"]
+    proc = listen_proc("-c", str(path), "listen", "--port", "0", *args)
+    r = httpx.post(f"{proc.url}/hooks/user-info", data={"token": TOKEN, "user_id": "42"})
+    assert r.json() == {"id": "42", "name": "Olga"}
+    assert proc.wait() == 0  # the upstream answered 200: the call was not rejected
+    shown = "".join(proc.stdout)
+    assert f"forwarded to {stdlib_server.url}/site/info" in shown
+    assert 'violation: id: expected an integer, found string "42"' in shown
+    [line] = [json.loads(text) for text in (rec / "j.jsonl").read_text().splitlines()[1:]]
+    assert line["forwarded_to"] == f"{stdlib_server.url}/site/info" and line["findings"]
+    assert Path(line["body"]["saved_as"]).read_bytes() == b"token=&user_id=42"
+    assert stdlib_server.received[0].body == f"token={UP_TOKEN}&user_id=42".encode()
+    for file in rec.iterdir():
+        assert TOKEN.encode() not in file.read_bytes() and UP_TOKEN.encode() not in file.read_bytes()

@@ -212,6 +212,11 @@ def call_block(entry: dict[str, Any]) -> list[tuple[str, str | None]]:
     for f in entry.get("files") or []:
         saved = f"  saved as {f['saved_as']}" if f.get("saved_as") else ""
         lines.append((f"      file: {f['filename']!r} {_size(f['size'])} sha256 {f['sha256'][:16]}…{saved}", None))
+    if entry.get("forwarded_to"):
+        lines.append((f"      forwarded to {entry['forwarded_to']} ({entry['upstream_ms']:.0f} ms)", "dim"))
+    for f in entry.get("findings") or []:
+        where = f"{f['field']}: " if f["field"] else ""
+        lines.append((f"      {f['level']}: {where}{f['text']}", "red" if f["level"] == "violation" else "yellow"))
     reply = entry.get("reply")
     if bad and isinstance(reply, dict):
         lines.append((f"      rejected: {reply.get('message', '')}", "red"))
