@@ -69,6 +69,23 @@ def recorded(tmp_path_factory):
     return rec / "j.jsonl", rec, calls
 
 
+def call_line(seq: int, kind: str, path: str) -> dict:
+    """A journal line written by hand: an urlencoded call for user 42, answered 200 ``{}``."""
+    return {
+        "event": "call",
+        "seq": seq,
+        "kind": kind,
+        "method": "POST",
+        "path": path,
+        "content_type": FORM,
+        "fields": {"user_id": "42"},
+        "attaches": [],
+        "files": [],
+        "status": 200,
+        "reply": {},
+    }
+
+
 def journal_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -202,19 +219,7 @@ def test_unreachable_target_is_exit_3_with_nothing_on_stdout(cli, tmp_path, reco
     ],
 )
 def test_a_bad_journal_line_is_exit_2_naming_it(cli, tmp_path, stdlib_server, text, message):
-    good = {
-        "event": "call",
-        "seq": 1,
-        "kind": "user_info",
-        "method": "POST",
-        "path": "/hooks/user-info",
-        "content_type": FORM,
-        "fields": {"user_id": "42"},
-        "attaches": [],
-        "files": [],
-        "status": 200,
-        "reply": {},
-    }
+    good = call_line(1, "user_info", "/hooks/user-info")
     journal = tmp_path / "j.jsonl"
     journal.write_text('{"event": "ready"}\n' + json.dumps(good) + "\n" + text)
     config = replay_config(tmp_path / "dev.yaml", stdlib_server.url)
@@ -225,19 +230,7 @@ def test_a_bad_journal_line_is_exit_2_naming_it(cli, tmp_path, stdlib_server, te
 
 
 def test_journal_from_stdin_and_usage_errors(cli, tmp_path, stdlib_server):
-    line = {
-        "event": "call",
-        "seq": 5,
-        "kind": "user_media",
-        "method": "POST",
-        "path": "/hooks/user-media",
-        "content_type": FORM,
-        "fields": {"user_id": "42"},
-        "attaches": [],
-        "files": [],
-        "status": 200,
-        "reply": {},
-    }
+    line = call_line(5, "user_media", "/hooks/user-media")
     config = replay_config(tmp_path / "dev.yaml", stdlib_server.url)
     stdlib_server.reply_json(200, {"media": []})
     result = cli("-c", config, "replay", "-", "--expect-same", input=json.dumps(line) + "\n")
