@@ -133,9 +133,11 @@ def line_problem(line: Any) -> str | None:
 def read_journal(
     source: str, stdin: IO[str] | None = None, *, seqs: set[int] | None = None, kind: str | None = None
 ) -> list[dict[str, Any]]:
-    """The ``call`` lines to replay from a journal file (``-``: stdin), in seq order; ``unknown`` calls are left out.
+    """The ``call`` lines to replay from a journal file (``-``: stdin); ``unknown`` calls are left out.
 
-    Raises UsageError naming the file and line for a line that is not JSON or not a usable call.
+    They come in the file's order, which is seq order (a file appended by several listener runs
+    holds them one after the other; ``seqs`` then picks those seqs in each run). Raises
+    UsageError naming the file and line for a line that is not JSON or not a usable call.
     """
     try:
         stream = (stdin or sys.stdin) if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115
@@ -163,7 +165,7 @@ def read_journal(
     finally:
         if stream is not stdin and stream is not sys.stdin:
             stream.close()
-    return sorted(found, key=lambda line: line["seq"])
+    return found
 
 
 def parse_seqs(text: str) -> set[int]:
@@ -270,6 +272,7 @@ def replay_entry(
 
     ``sets`` are ``(field, value)`` pairs that change or add fields (the body is then rebuilt).
     Raises UsageError when the line cannot be replayed, UnreachableError when nobody answered.
+    It blocks until the reply came: on an event loop (the listener's own), run it in a thread.
     """
     problem = line_problem(line)
     if problem:
@@ -382,17 +385,19 @@ def replay(
                 result.ok = result.same
             return result
 
-        waiting = iter(lines)
-        running: set[Future[Replayed]] = set()
+        waiting = iter(enumerate(lines))
+        running: dict[Future[Replayed], int] = {}  # each call in flight, by its place in the journal
         answered = False
         held: list[Replayed] = []  # unreachable before anything was answered: the target may be down
         while True:
-            while not held and len(running) < concurrency and (line := next(waiting, None)) is not None:
-                running.add(pool.submit(one, line))
+            while not held and len(running) < concurrency and (item := next(waiting, None)) is not None:
+                running[pool.submit(one, item[1])] = item[0]
             if not running:
                 break
-            done, running = wait(running, return_when=FIRST_COMPLETED)
-            for result in sorted((future.result() for future in done), key=lambda r: r.seq):
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: running[f]):  # journal order among those that ended together
+                del running[future]
+                result = future.result()
                 answered = answered or result.reached
                 if not answered and result.unreachable:
                     held.append(result)

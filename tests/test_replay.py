@@ -267,3 +267,15 @@ def test_first_difference():
     assert first_difference({"a": 1}, {"a": 1.0}) == "a: expected 1, got 1.0"
     assert first_difference([1, 2], [1]) == "reply: expected 2 items, got 1"
     assert first_difference("<html>", {"a": 1}) == 'reply: expected "<html>", got {"a": 1}'
+
+
+def test_concurrency_replays_every_call(cli, tmp_path, recorded, stdlib_server):
+    journal, _, calls = recorded
+    config = replay_config(tmp_path / "dev.yaml", stdlib_server.url)
+    result = cli("-c", config, "replay", journal, "--concurrency", "3", "--json")
+    assert result.exit_code == 0, result.stderr
+    *rows, summary = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(r["seq"] for r in rows) == [1, 2, 3, 4] and summary["summary"]["total"] == 4
+    assert sorted(r.body for r in stdlib_server.received) == sorted(
+        body.replace(UNUSUAL.encode(), REPLAY_TOKEN.encode()) for _, _, body in calls
+    )
