@@ -156,6 +156,7 @@ def test_forwarding_to_itself_is_a_508_not_a_loop(tmp_path):
         r = httpx.post(f"{server.url}/hooks/user-info", data={"token": TOKEN, "user_id": "42"})
     assert r.status_code == 508 and "loop" in r.json()["message"]
     assert [e["status"] for e in journal] == [508, 508]  # the call forwarded once, then refused
+    assert [e.get("forwarded_to") for e in journal] == [None, f"{server.url}/hooks/user-info"]
 
 
 def test_forward_site_errors_are_config_errors(cli, tmp_path):

@@ -54,9 +54,9 @@ class Forwarder:
 
     async def __call__(self, call: Call, kind: str, ids: dict[str, int], raw: RawBody | None, scope: Any) -> Answer:
         url = self.site.url(kind)
-        call.forwarded_to = url
         if header(scope, LOOP_HEADER.lower().encode()) == self.id:
             return 508, {"status": 0, "message": f"forwarding loop: {url} leads back to this listener"}
+        call.forwarded_to = url
         assert raw is not None, "the listener keeps the raw body of every call it forwards"
         content_type = header(scope, b"content-type")
         body = SavedBody(raw.source, raw.size, raw.token_at, token_bytes(self.site.token, content_type), content_type)
