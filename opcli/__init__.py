@@ -9,6 +9,7 @@ imports httpx, starlette or uvicorn:
 - the site's side: ``send_message``, ``send_batch``
 - the panel's side: ``fetch`` (a webhook called and judged), ``send_reply``, ``run_checks``
 - the listener: ``create_app``, ``serve``, ``ListenerThread``, ``Call``, ``Callback``, ``Journal``
+- replay: ``replay_entry`` (one journaled call sent again)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _EXPORTS = {
     "Call": "opcli.listener",
     "Callback": "opcli.listener",
     "Journal": "opcli.listener",
+    "replay_entry": "opcli.replay",
 }
 
 __all__ = ["__version__", *_EXPORTS]

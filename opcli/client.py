@@ -1,12 +1,15 @@
 """HTTP calls in both directions: the site's ``message_sent`` to the panel, the panel's webhooks.
 
 A call is first described as an ``Outgoing`` (what ``--dry-run`` and ``-v`` show), then sent
-with an ``httpx.Client`` the caller owns. Network trouble becomes ``UnreachableError``; what
+with an ``httpx.Client`` the caller owns. A recorded body (``SavedBody``) is sent as it was
+saved, with only the token put back. Network trouble becomes ``UnreachableError``; what
 the other side answered is returned as a ``Reply`` for the caller to judge.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import mimetypes
 import os
@@ -16,10 +19,10 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
+from typing import IO, Any
+from urllib.parse import quote_plus, urlencode
 
 import httpcore
 import httpx
@@ -41,19 +44,26 @@ Log = Callable[[str], None]
 
 @dataclass
 class Outgoing:
-    """One request as opcli will send it; the token is the first field."""
+    """One request as opcli will send it; the token is the first field.
+
+    ``filename`` is the file's name as sent (default: its own); ``raw``, a recorded body sent
+    instead of ``fields`` and ``file``; ``headers``, extra request headers.
+    """
 
     url: str
     fields: list[tuple[str, str]]
     file: Path | None = None
     file_field: str = "attach"
     multipart: bool = True
+    filename: str | None = None
+    raw: SavedBody | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def file_type(self) -> str:
         if self.file is None:
             return ""
-        return mimetypes.guess_type(self.file.name)[0] or "application/octet-stream"
+        return mimetypes.guess_type(self.filename or self.file.name)[0] or "application/octet-stream"
 
     def shown_fields(self) -> list[tuple[str, str]]:
         """The fields with the token masked."""
@@ -90,13 +100,17 @@ class Outgoing:
             parts += ["-F", shlex.quote(f"{self.file_field}=@{self.file};type={self.file_type}")]
         return " ".join(parts)
 
-    def encode(self) -> tuple[dict[str, str], bytes | MultipartBody]:
+    def encode(self) -> tuple[dict[str, str], bytes | MultipartBody | SavedBody]:
         """Headers and body: urlencoded bytes, or a multipart stream that reads the file as it goes."""
-        headers = {"User-Agent": f"opcli/{__version__}"}
+        headers = {"User-Agent": f"opcli/{__version__}", **self.headers}
+        if self.raw is not None:
+            headers["Content-Type"] = self.raw.content_type
+            headers["Content-Length"] = str(self.raw.length)
+            return headers, self.raw
         if not self.multipart:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
             return headers, urlencode(self.fields).encode()
-        body = MultipartBody(self.fields, self.file, self.file_field, self.file_type)
+        body = MultipartBody(self.fields, self.file, self.file_field, self.file_type, self.filename)
         headers["Content-Type"] = f"multipart/form-data; boundary={body.boundary}"
         headers["Content-Length"] = str(body.length)
         return headers, body
@@ -131,7 +145,14 @@ class MultipartBody(httpx.SyncByteStream, httpx.AsyncByteStream):
 
     CHUNK = 1024 * 1024
 
-    def __init__(self, fields: list[tuple[str, str]], file: Path | None, file_field: str, file_type: str) -> None:
+    def __init__(
+        self,
+        fields: list[tuple[str, str]],
+        file: Path | None,
+        file_field: str,
+        file_type: str,
+        filename: str | None = None,
+    ) -> None:
         self.boundary = os.urandom(16).hex()
         dash = f"--{self.boundary}\r\n".encode()
         head = bytearray()
@@ -146,7 +167,7 @@ class MultipartBody(httpx.SyncByteStream, httpx.AsyncByteStream):
                 dash
                 + (
                     f'Content-Disposition: form-data; name="{_quote(file_field)}"; '
-                    f'filename="{_quote(file.name)}"\r\nContent-Type: {file_type}\r\n\r\n'
+                    f'filename="{_quote(filename or file.name)}"\r\nContent-Type: {file_type}\r\n\r\n'
                 ).encode()
             )
         self.head = bytes(head)
@@ -165,6 +186,62 @@ class MultipartBody(httpx.SyncByteStream, httpx.AsyncByteStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for chunk in self:
+            yield chunk
+
+
+def token_bytes(token: str, content_type: str) -> bytes:
+    """A token as it stands in a body of ``content_type``: as is in multipart, URL-encoded in a form."""
+    if content_type.lower().startswith("application/x-www-form-urlencoded"):
+        return quote_plus(token).encode("ascii")
+    return token.encode("utf-8")
+
+
+class SavedBody(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A body recorded by the listener, token values cut out, sent again with ``token`` put back.
+
+    ``source`` is the saved file, or an open file read from its start; ``token_at`` are the
+    offsets where the listener cut a token's value (the journal's ``body.token_at``). Everything
+    else goes byte for byte, in 1 MiB chunks; a large body is read off the event loop.
+    """
+
+    CHUNK = 1024 * 1024
+
+    def __init__(
+        self, source: Path | IO[bytes], size: int, token_at: Sequence[int], token: bytes, content_type: str
+    ) -> None:
+        self.source = source
+        self.size = size
+        self.token_at = sorted(token_at)
+        self.token = token
+        self.content_type = content_type
+        self.length = size + len(token) * len(self.token_at)
+
+    def __iter__(self) -> Iterator[bytes]:
+        opened = open(self.source, "rb") if isinstance(self.source, Path) else contextlib.nullcontext(self.source)  # noqa: SIM115
+        with opened as handle:
+            handle.seek(0)
+            position = 0
+            for at in self.token_at:
+                yield from self._read(handle, position, at)
+                if self.token:
+                    yield self.token
+                position = at
+            yield from self._read(handle, position, self.size)
+
+    def _read(self, handle: IO[bytes], position: int, end: int) -> Iterator[bytes]:
+        while position < end:
+            chunk = handle.read(min(self.CHUNK, end - position))
+            if not chunk:
+                raise OSError(f"{self.source} ended after {position} of {self.size} bytes")
+            position += len(chunk)
+            yield chunk
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = iter(self)
+        while True:
+            chunk = await asyncio.to_thread(next, chunks, None) if self.size > self.CHUNK else next(chunks, None)
+            if chunk is None:
+                return
             yield chunk
 
 

@@ -104,17 +104,19 @@ def make_photos(pairs: Iterable[tuple[Any, Any]]) -> list[Photo]:
 # --- attaches ------------------------------------------------------------------------------
 
 
-def encode_attaches(photos: Iterable[Photo], encoding: str = "brackets") -> list[tuple[str, str]]:
-    """Form fields for ``attaches``: PHP bracket notation (default) or one JSON field."""
-    photos = list(photos)
-    if not photos:
+def encode_attaches(photos: Iterable[Photo | dict[str, Any]], encoding: str = "brackets") -> list[tuple[str, str]]:
+    """Form fields for ``attaches``: PHP bracket notation (default) or one JSON field.
+
+    A photo may also be a dict as the listener journals it (``opcli replay``): its keys go as they are.
+    """
+    items = [p.model_dump() if isinstance(p, BaseModel) else p for p in photos]
+    if not items:
         return []
     if encoding == "json":
-        return [("attaches", json.dumps([p.model_dump() for p in photos], ensure_ascii=False))]
+        return [("attaches", json.dumps(items, ensure_ascii=False))]
     fields: list[tuple[str, str]] = []
-    for k, photo in enumerate(photos):
-        fields.append((f"attaches[{k}][file_url]", photo.file_url))
-        fields.append((f"attaches[{k}][big]", photo.big))
+    for k, photo in enumerate(items):
+        fields += [(f"attaches[{k}][{key}]", str(value)) for key, value in photo.items()]
     return fields
 
 

@@ -54,7 +54,7 @@ def listen(
         typer.Option(
             "--save-dir",
             metavar="DIR",
-            help="Keep uploaded files in DIR (safe generated names).",
+            help="Keep uploaded files and each call's raw body (token removed) in DIR (safe generated names).",
             show_default=False,
             file_okay=False,
         ),
@@ -64,6 +64,15 @@ def listen(
         typer.Option(
             "--strict/--no-strict",
             help="Reject with 422 the calls that only earn warnings (unknown fields, ...). Default: listen.strict.",
+            show_default=False,
+        ),
+    ] = None,
+    forward: Annotated[
+        str | None,
+        typer.Option(
+            "--forward",
+            metavar="SITE",
+            help="Send each checked call on to the config's site SITE (its token) and pass its reply back.",
             show_default=False,
         ),
     ] = None,
@@ -103,6 +112,11 @@ def listen(
 
     st = state(ctx)
     config = st.load(listen=True)
+    upstream = None
+    if forward is not None:
+        from opcli.listener.forward import forward_site
+
+        upstream = forward_site(config, forward)
     out = st.output(json_out)
 
     def announce(ready: Any) -> None:
@@ -129,6 +143,7 @@ def listen(
         journal=journal,
         save_dir=save_dir,
         strict=strict,
+        forward=upstream,
         faults=fault or [],
         seed=seed,
         operator=operator,

@@ -150,6 +150,21 @@ class Output:
         mark, style = ("PASS", "green") if check.ok else ("FAIL", "bold red")
         self.line(f"{mark}  {check.name:<34} {check.ms:>7.0f} ms  {check.detail}", style=style)
 
+    def replay_row(self, result: Any) -> None:
+        """One replayed call: seq, kind, status, time, and same/different (or ok/failed, or why it was not sent)."""
+        if result.error:
+            verdict = f"error: {result.error}"
+        elif result.same is not None:
+            verdict = "same" if result.same else f"different: {result.diff}"
+        elif result.ok:
+            verdict = "ok"
+        else:
+            message = result.reply.get("message") if isinstance(result.reply, dict) else None
+            verdict = f"failed: {message}" if isinstance(message, str) and message else "failed"
+        status = "-" if result.status is None else result.status
+        text = f"#{result.seq:<5} {result.kind:<13} {status:>3} {result.ms:>7.0f} ms  {verdict}"
+        self.line(text, style="green" if result.ok else "bold red")
+
     def table(self, rows: Iterable[tuple[str, Any]], title: str | None = None) -> None:
         """Key/value rows: a rich table on a terminal, ``key: value`` lines otherwise."""
         rows = list(rows)
@@ -206,6 +221,11 @@ def call_block(entry: dict[str, Any]) -> list[tuple[str, str | None]]:
     for f in entry.get("files") or []:
         saved = f"  saved as {f['saved_as']}" if f.get("saved_as") else ""
         lines.append((f"      file: {f['filename']!r} {_size(f['size'])} sha256 {f['sha256'][:16]}…{saved}", None))
+    if entry.get("forwarded_to"):
+        lines.append((f"      forwarded to {entry['forwarded_to']} ({entry['upstream_ms']:.0f} ms)", "dim"))
+    for f in entry.get("findings") or []:
+        where = f"{f['field']}: " if f["field"] else ""
+        lines.append((f"      {f['level']}: {where}{f['text']}", "red" if f["level"] == "violation" else "yellow"))
     reply = entry.get("reply")
     if fault:
         lines.append((f"      fault: {fault}", "yellow"))

@@ -5,7 +5,8 @@ time) and the fields -- in the order parse -> token -> fields -- asks the kind's
 the journal line, and only then sends the reply, so an answered call is always journaled.
 Once the body is parsed, a fault rule (``faults.py``) may answer instead, or send nothing.
 Errors are JSON envelopes, never raised. Prefixes in ``mounts`` (the inspector's ``/_opcli/``)
-are served by their own apps and never journaled.
+are served by their own apps and never journaled. An answer is JSON, or a ``Raw`` reply passed on
+as it came (``--forward``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import itertools
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,6 +45,17 @@ from opcli.protocol import (
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 Answer = tuple[int, Any]
 _TOKEN_LIKE = re.compile(r"[\s\[\]]")
+#: The header ``opcli replay`` sends with each request: the seq of the call it replays.
+REPLAY_HEADER = b"x-opcli-replay"
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A reply sent as it is (``--forward``): its bytes and content type, and what the journal shows of it."""
+
+    body: bytes
+    content_type: bytes | None
+    shown: Any
 
 
 def routes_of(site: Site) -> dict[str, str]:
@@ -76,6 +89,7 @@ class Listener:
         strict: bool | None = None,
         faults: Sequence[str] = (),
         seed: int | None = None,
+        forward: Site | None = None,
     ) -> None:
         self.site = config.site
         self.settings = config.listen
@@ -101,6 +115,11 @@ class Listener:
             "user_info": self.user_info,
             "user_media": self.user_media,
         }
+        self.forward = None  # --forward: sends each checked call on to another site instead of answering it
+        if forward is not None:
+            from opcli.listener.forward import Forwarder
+
+            self.forward = Forwarder(forward, self.routes.values())
 
     # --- the one path of every call ---------------------------------------------------------
 
@@ -116,6 +135,9 @@ class Listener:
         method = scope["method"]
         kind = self.routes.get(path) if method == "POST" else None
         call = Call(kind=kind or "unknown", method=method, path=path)
+        replayed = header(scope, REPLAY_HEADER)
+        if replayed.isdigit():
+            call.replay_of = int(replayed)
         headers: list[tuple[bytes, bytes]] = []
         try:
             if kind is None:
@@ -130,9 +152,15 @@ class Listener:
         except Exception as exc:  # a bug must not stop the listener: answer 500 and journal it
             status, reply = 500, {"status": 0, "message": f"listener error: {type(exc).__name__}: {exc}"}
             content_type = b"application/json"
+        raw = reply if isinstance(reply, Raw) else None
+        if raw is not None:
+            reply, content_type = raw.shown, raw.content_type
         call.status, call.reply = status, reply
         call.ms = round((time.perf_counter() - started) * 1000, 2)
-        body = reply.encode("utf-8") if isinstance(reply, str) else jsonl.line(reply)[:-1]
+        if raw is not None:
+            body = raw.body
+        else:
+            body = reply.encode("utf-8") if isinstance(reply, str) else jsonl.line(reply)[:-1]
         try:
             self.journal.record(call)
         except JournalError as exc:
@@ -147,7 +175,11 @@ class Listener:
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers],
+                "headers": [
+                    *([(b"content-type", content_type)] if content_type else []),
+                    (b"content-length", str(len(body)).encode()),
+                    *headers,
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})
@@ -173,8 +205,9 @@ class Listener:
         """A POST to one of the four endpoints: parse, token, fields, then the kind's answer."""
         if not self.accepting:
             raise Rejected(503, "the listener is stopping and takes no more calls")
-        call.content_type = media_type(header(scope, b"content-type"))
-        body = Body(self.save_dir)
+        content_type = header(scope, b"content-type")
+        call.content_type = media_type(content_type)
+        body = Body(self.save_dir, keep_raw=self.forward is not None, secret=self.site.token)
         try:
             await read_form(scope, receive, self.settings.max_body_bytes, self.settings.max_field_bytes, body)
             bad_attaches = self.fill(call, kind, body)
@@ -182,13 +215,17 @@ class Listener:
             if answer is None:
                 self.check_token(call, body)
                 ids = self.check_fields(call, kind, bad_attaches)
-                answer = self.answers[kind](call, ids)
+                if self.forward is not None:
+                    answer = await self.forward(call, kind, ids, body.raw, scope)
+                else:
+                    answer = self.answers[kind](call, ids)
+            return answer
         except BaseException:
             body.discard_files()
-            call.files = self.shown_files(body)
             raise
-        call.files = self.shown_files(body)
-        return answer
+        finally:
+            call.files = self.shown_files(body)
+            call.body = body.close_raw(content_type)  # kept for rejected calls too: replay reproduces them
 
     def elsewhere(self, call: Call, scope: dict[str, Any], headers: list) -> tuple[int, Any, bytes]:
         """Anything but a POST to an endpoint: the health check at ``/``, else 404 or 405."""
@@ -225,6 +262,8 @@ class Listener:
             call.fields = self.shown_fields([(k, v) for k, v in body.fields if not k.startswith("attaches")])
             return str(exc)
         call.fields = self.shown_fields(fields)
+        if len(fields) < len(body.fields):  # replay re-encodes the photos as they came
+            call.attaches_encoding = "json" if any(name == "attaches" for name, _ in body.fields) else "brackets"
         if kind == "message_sent":
             call.attaches = photos
         elif photos:
@@ -320,7 +359,15 @@ class Listener:
 
 
 def create_app(
-    config: Config, *, journal: Journal | None = None, save_dir: Path | None = None, strict: bool | None = None
+    config: Config,
+    *,
+    journal: Journal | None = None,
+    save_dir: Path | None = None,
+    strict: bool | None = None,
+    forward: Site | None = None,
 ) -> Listener:
-    """The listener's ASGI app for ``config``'s site; its Journal is ``app.journal``."""
-    return Listener(config, journal=journal, save_dir=save_dir, strict=strict)
+    """The listener's ASGI app for ``config``'s site; its Journal is ``app.journal``.
+
+    ``forward`` sends each checked call on to that site instead of answering it (``--forward``).
+    """
+    return Listener(config, journal=journal, save_dir=save_dir, strict=strict, forward=forward)

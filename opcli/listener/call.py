@@ -42,13 +42,23 @@ class Call:
     warnings: list[str] = field(default_factory=list)
     fault: str | None = None
     ms: float = 0.0
-    # set only by the features that fill them: --save-dir (body), --forward (the rest)
+    # set only by the features that fill them: --save-dir (body), --forward (forwarded_to, upstream_ms,
+    # findings), a replayed request (replay_of: the seq it replays), photos (the encoding they came in)
     body: dict[str, Any] | None = None
     forwarded_to: str | None = None
     upstream_ms: float | None = None
     findings: list[dict[str, Any]] | None = None
+    replay_of: int | None = None
+    attaches_encoding: str | None = None
 
-    _OPTIONAL: ClassVar[tuple[str, ...]] = ("body", "forwarded_to", "upstream_ms", "findings")
+    _OPTIONAL: ClassVar[tuple[str, ...]] = (
+        "body",
+        "forwarded_to",
+        "upstream_ms",
+        "findings",
+        "replay_of",
+        "attaches_encoding",
+    )
 
     @property
     def counted(self) -> bool:

@@ -4,15 +4,14 @@ Starlette's ``request.form()`` drops a truncated file part, falls back on invali
 no size limit; so the body is read here from ``receive``: fields decoded as strict UTF-8, the
 body refused past its limit while reading, a multipart body that never reached its closing
 boundary refused, at most ``MAX_PARTS`` fields, and file parts hashed (and saved) as they
-stream by. Parsing is linear in the body's size, whatever it repeats.
+stream by. When asked, the raw body is kept too, token values cut out (``bodies.RawBody``).
+Parsing is linear in the body's size, whatever it repeats.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import re
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,8 @@ from urllib.parse import unquote_to_bytes
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+
+from opcli.listener.bodies import RawBody, saved_path
 
 MAX_PARTS = 1000
 MAX_BOUNDARY = 256  # python_multipart's own limit (RFC 2046 allows 70)
@@ -60,12 +61,37 @@ class Upload:
 
 
 class Body:
-    """The parsed body of one call: fields in order, and the uploads streamed so far."""
+    """The parsed body of one call: fields in order, the uploads streamed so far, and the raw body.
 
-    def __init__(self, save_dir: Path | None) -> None:
+    The raw body is kept (``raw``) with ``save_dir``, or when ``keep_raw`` asks for it (to forward
+    it); ``secret`` is the listener's token, cut out of any field that carries it.
+    """
+
+    def __init__(self, save_dir: Path | None, *, keep_raw: bool = False, secret: str = "") -> None:
         self.save_dir = save_dir
+        self.keep_raw = keep_raw or save_dir is not None
+        self.secret = secret
         self.fields: list[tuple[str, str]] = []
         self.uploads: list[Upload] = []
+        self.raw: RawBody | None = None
+
+    def open_raw(self) -> RawBody | None:
+        """Start keeping the raw body, if it is wanted (once the content type is known to be a form)."""
+        if self.keep_raw and self.raw is None:
+            self.raw = RawBody(self.save_dir)
+        return self.raw
+
+    def carries_token(self, name: str, value: str) -> bool:
+        """A field whose value must not be written: ``token``, or any field holding the listener's token."""
+        return bool(value) and (name == "token" or (bool(self.secret) and value == self.secret))
+
+    def close_raw(self, content_type: str) -> dict[str, Any] | None:
+        """Done with the raw body: the journal's ``body`` when it was saved whole, else None (nothing kept)."""
+        raw, self.raw = self.raw, None
+        if raw is None:
+            return None
+        raw.close()
+        return raw.entry(content_type) if raw.complete and raw.path is not None else None
 
     def discard_files(self) -> None:
         """Close uploads and remove what was written (a rejected call keeps no files)."""
@@ -81,8 +107,7 @@ class Body:
         handle = path = None
         if self.save_dir is not None:
             suffix = Path(filename.replace("\\", "/")).suffix
-            suffix = suffix.lower() if _SAFE_SUFFIX.match(suffix) else ".bin"
-            path = self.save_dir / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:12]}{suffix}"
+            path = saved_path(self.save_dir, suffix.lower() if _SAFE_SUFFIX.match(suffix) else ".bin")
             handle = open(path, "xb")  # noqa: SIM115 - closed at the part's end or by discard_files
         upload = Upload(name, filename, handle, path)
         self.uploads.append(upload)
@@ -132,14 +157,23 @@ async def _too_large(stream: AsyncIterator[bytes], limit: int) -> Rejected:
 async def _read_multipart(
     stream: AsyncIterator[bytes], boundary: bytes, limit: int, field_limit: int, body: Body
 ) -> None:
-    """Feed the stream to python_multipart."""
+    """Feed the stream to python_multipart (and the raw body, holding each part until its name is known)."""
     headers: dict[str, bytes] = {}
     header_name = bytearray()
     header_value = bytearray()
     current: dict[str, Any] = {}
     parts = 0
+    raw = body.open_raw()
+    chunk: bytes = b""
+    at = 0  # the stream offset of ``chunk``
+
+    def offset(data: bytes, start: int, end: int) -> int:
+        # python_multipart passes the chunk itself, or a look-behind buffer: the bytes just before it
+        return at + start if data is chunk else at - (end - start)
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
+        if raw is not None:
+            raw.hold(at + start)
         header_name.extend(data[start:end])
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
@@ -162,14 +196,19 @@ async def _read_multipart(
         if b"filename" in params:
             filename = params[b"filename"].decode("utf-8", "replace")
             current["upload"] = body.new_upload(name, filename)
+            if raw is not None:
+                raw.release()
         else:
             current["name"] = name
             current["data"] = bytearray()
+            current["at"] = None
         headers.clear()
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         upload = current.get("upload")
         if upload is None:
+            if current["at"] is None:
+                current["at"] = offset(data, start, end)
             current["data"].extend(data[start:end])
             if len(current["data"]) > field_limit:
                 raise _field_too_large(current["name"], field_limit)
@@ -187,8 +226,13 @@ async def _read_multipart(
                 upload.handle.close()
                 upload.handle = None
         else:
-            name = current.pop("name")
-            body.fields.append((name, _decode(bytes(current.pop("data")), f"field '{name}'")))
+            name, data, start = current.pop("name"), current.pop("data"), current.pop("at")
+            value = _decode(bytes(data), f"field '{name}'")
+            body.fields.append((name, value))
+            if raw is not None:
+                if body.carries_token(name, value):
+                    raw.cut(start, start + len(data))
+                raw.release()
 
     parser = MultipartParser(
         boundary,
@@ -201,19 +245,22 @@ async def _read_multipart(
             "on_part_end": on_part_end,
         },
     )
-    size = 0
     try:
         async for chunk in stream:
-            size += len(chunk)
-            if size > limit:
+            if at + len(chunk) > limit:
                 raise await _too_large(stream, limit)
             parser.write(chunk)
+            if raw is not None:
+                raw.write(chunk)
+            at += len(chunk)
     except MultipartParseError as exc:
         raise Rejected(400, f"malformed multipart body: {exc}") from None
-    if size == 0:
+    if at == 0:
         raise Rejected(400, "empty body")
     if parser.state != MultipartState.END:
         raise Rejected(400, "truncated multipart body: the closing boundary never came")
+    if raw is not None:
+        raw.finish()
 
 
 async def _read_urlencoded(stream: AsyncIterator[bytes], limit: int, field_limit: int, body: Body) -> None:
@@ -224,16 +271,27 @@ async def _read_urlencoded(stream: AsyncIterator[bytes], limit: int, field_limit
             raise await _too_large(stream, limit)
     if not data.strip():
         raise Rejected(400, "empty body")
-    pairs = [pair for pair in bytes(data).split(b"&") if pair]
-    if len(pairs) > MAX_PARTS:
+    raw = body.open_raw()
+    pairs = bytes(data).split(b"&")
+    if len(pairs) - pairs.count(b"") > MAX_PARTS:
         raise Rejected(413, f"more than {MAX_PARTS} fields in the body")
+    at = 0  # the stream offset of ``pair``
     for pair in pairs:
-        name, _, value = pair.partition(b"=")
-        name_text = _decode(unquote_to_bytes(name.replace(b"+", b" ")), "a field name")
-        value = unquote_to_bytes(value.replace(b"+", b" "))
-        if len(value) > field_limit:
-            raise _field_too_large(name_text, field_limit)
-        body.fields.append((name_text, _decode(value, f"field '{name_text}'")))
+        name, equals, value = pair.partition(b"=")
+        if pair:
+            name_text = _decode(unquote_to_bytes(name.replace(b"+", b" ")), "a field name")
+            decoded = unquote_to_bytes(value.replace(b"+", b" "))
+            if len(decoded) > field_limit:
+                raise _field_too_large(name_text, field_limit)
+            value_text = _decode(decoded, f"field '{name_text}'")
+            body.fields.append((name_text, value_text))
+            if raw is not None and body.carries_token(name_text, value_text):
+                start = at + len(name) + len(equals)
+                raw.cut(start, start + len(value))
+        at += len(pair) + 1
+    if raw is not None:
+        raw.write(bytes(data))
+        raw.finish()
 
 
 def _field_too_large(name: str, field_limit: int) -> Rejected:

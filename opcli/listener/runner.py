@@ -245,6 +245,7 @@ def serve(
     journal: Path | None = None,
     save_dir: Path | None = None,
     strict: bool | None = None,
+    forward: Site | None = None,
     faults: Sequence[str] = (),
     seed: int | None = None,
     operator: bool = False,
@@ -258,8 +259,10 @@ def serve(
     accepts connections. ``faults`` (``--fault``) come before the config's rules; ``seed``
     (``--seed``) wins over ``listen.seed``. ``operator`` (or ``listen.operator`` in the config)
     turns the operator loop on; with ``count`` the run then ends once the callbacks of the
-    counted calls ended. Raises UsageError (exit 2) for a port in use, a bad ``--fault``, an
-    unusable ``--journal`` or ``--save-dir``, or a journal that could not be written during the run.
+    counted calls ended. ``forward`` sends each checked call on to that site (``--forward``).
+    Raises UsageError (exit 2) for a port in use, a bad ``--fault``, an unusable ``--journal`` or
+    ``--save-dir``, or a journal that could not be written during the run; ConfigError for a
+    ``forward`` site without a URL the listener serves.
     """
     import uvicorn
 
@@ -276,7 +279,7 @@ def serve(
             raise UsageError(f"cannot use --save-dir {save_dir}: {exc.strerror}") from None
     book = Journal(config.listen.keep)
     journal_file = JournalFile(journal) if journal else None
-    app = Listener(config, journal=book, save_dir=save_dir, strict=strict, faults=faults, seed=seed)
+    app = Listener(config, journal=book, save_dir=save_dir, strict=strict, faults=faults, seed=seed, forward=forward)
     server = uvicorn.Server(uvicorn_config(app))
     reasons: list[str] = []  # why it stopped: the first one counts
     failures: list[JournalError] = []

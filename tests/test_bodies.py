@@ -1,0 +1,154 @@
+"""Raw bodies kept by the listener (--save-dir): the bytes as received, token values cut out, however chunked."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from opcli.client import SavedBody, token_bytes
+from opcli.config import load_config
+from opcli.listener import create_app
+from tests.conftest import lines_of, write_config
+
+BOUNDARY = "b0undAry"
+MP = f"multipart/form-data; boundary={BOUNDARY}"
+FORM = "application/x-www-form-urlencoded"
+
+
+def part(name: str, value: bytes, filename: str | None = None) -> bytes:
+    disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+    return f"--{BOUNDARY}\r\nContent-Disposition: {disp}\r\n\r\n".encode() + value + b"\r\n"
+
+
+def multipart(token: str) -> bytes:
+    """A message_sent with the token first, a near-miss field holding the token, photos, UTF-8 text and a file."""
+    return b"".join(
+        [
+            b"\r\n",  # a preamble CRLF, which parsers skip
+            part("token", token.encode()),
+            part("action", b"message_sent"),
+            part("user_id", b"42"),
+            part("contact_id", b"7"),
+            part("message", "Привет,\r\n--b0und not a boundary ✓".encode()),
+            part("attaches[0][file_url]", b"https://cdn.example.com/1.jpg"),
+            part("attaches[0][big]", b"https://cdn.example.com/1_b.jpg"),
+            part("Token", token.encode()),
+            part("attach", b"\x00\r\n--b0undAr\xff" * 300, "photo.jpg"),
+            f"--{BOUNDARY}--\r\n".encode(),
+        ]
+    )
+
+
+def pieces(data: bytes, size: int):
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def listener(tmp_path: Path, token: str):
+    saved = tmp_path / "saved"
+    saved.mkdir(exist_ok=True)
+    config = write_config(tmp_path / "c.yaml", token=f'"{token}"'.replace("\r", "\\r").replace("\n", "\\n"))
+    app = create_app(load_config(config, listen=True), save_dir=saved)
+    return TestClient(app), lines_of(app), saved
+
+
+def cut_out(data: bytes, token: bytes) -> tuple[bytes, list[int]]:
+    """What the listener must save: ``data`` without each occurrence of ``token``, and where they were."""
+    out, token_at = bytearray(), []
+    for k, piece in enumerate(data.split(token)):
+        if k:
+            token_at.append(len(out))
+        out += piece
+    return bytes(out), token_at
+
+
+TOKENS = ["secret-token-123456", "\r\n--b0undAry-looks-like-a-boundary\r\n"]
+
+
+@pytest.mark.parametrize("token", TOKENS)
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 16, 61, 4096, 10**6])
+def test_multipart_is_saved_as_received_without_the_token(tmp_path, token, size):
+    client, journal, saved = listener(tmp_path, token)
+    original = multipart(token)
+    r = client.post("/operator-api", content=pieces(original, size), headers={"content-type": MP})
+    assert r.status_code == 200, r.text
+    entry = journal[-1]
+    assert entry["fields"]["Token"] == "***" and len(entry["attaches"]) == 1
+    body = entry["body"]
+    data = Path(body["saved_as"]).read_bytes()
+    expected, token_at = cut_out(original, token.encode())
+    assert len(token_at) == 2  # the token field and the near-miss one
+    assert data == expected
+    assert body == {
+        "saved_as": body["saved_as"],
+        "size": len(expected),
+        "sha256": hashlib.sha256(expected).hexdigest(),
+        "content_type": MP,
+        "token_at": token_at,
+    }
+    # put back, the token gives the original bytes
+    again = SavedBody(Path(body["saved_as"]), body["size"], body["token_at"], token.encode(), MP)
+    assert b"".join(again) == original and again.length == len(original)
+    for path in saved.iterdir():
+        assert token.encode() not in path.read_bytes()
+
+
+@pytest.mark.parametrize("size", [1, 5, 10**6])
+def test_urlencoded_is_saved_without_the_token(tmp_path, size):
+    client, journal, saved = listener(tmp_path, "tok+en/with&odd=chars-1234")
+    encoded = "tok%2Ben%2Fwith%26odd%3Dchars-1234"
+    original = f"user_id=42&token={encoded}&&note=caf%C3%A9+au+lait&token={encoded}".encode()
+    r = client.post("/hooks/user-info", content=pieces(original, size), headers={"content-type": FORM})
+    assert r.status_code == 200, r.text
+    body = journal[-1]["body"]
+    data = Path(body["saved_as"]).read_bytes()
+    assert data == b"user_id=42&token=&&note=caf%C3%A9+au+lait&token="
+    assert body["token_at"] == [17, len(data)] and body["content_type"] == FORM
+    put_back = token_bytes("tok+en/with&odd=chars-1234", FORM)
+    assert b"".join(SavedBody(Path(body["saved_as"]), body["size"], body["token_at"], put_back, FORM)) == original
+
+
+def test_rejected_calls_keep_their_body_when_it_was_read_whole(tmp_path):
+    client, journal, saved = listener(tmp_path, "secret-token-123456")
+    wrong = client.post("/hooks/user-info", content=b"token=nope&user_id=42", headers={"content-type": FORM})
+    bad_id = client.post(
+        "/hooks/user-info", content=b"token=secret-token-123456&user_id=x", headers={"content-type": FORM}
+    )
+    assert (wrong.status_code, bad_id.status_code) == (401, 422)
+    assert Path(journal[0]["body"]["saved_as"]).read_bytes() == b"token=&user_id=42"  # a wrong token is cut too
+    assert Path(journal[1]["body"]["saved_as"]).read_bytes() == b"token=&user_id=x"
+    # the file of a rejected call is not kept, its body is
+    rejected = multipart("secret-token-123456").replace(b"message_sent", b"other")
+    assert client.post("/operator-api", content=rejected, headers={"content-type": MP}).status_code == 422
+    assert journal[-1]["files"][0]["saved_as"] is None and journal[-1]["body"]["size"] > 0
+    assert len(list(saved.iterdir())) == 3
+
+
+@pytest.mark.parametrize(
+    "content, status",
+    [
+        (multipart("secret-token-123456")[:-40], 400),  # truncated: the closing boundary never came
+        (part("token", b"secret-token-123456") + b"--b0undAry\r\nno-colon-header\r\n\r\nx", 400),  # malformed
+        (multipart("secret-token-123456") + b"x" * 30000, 413),  # over max_body_bytes
+    ],
+)
+def test_bodies_cut_short_are_not_kept(tmp_path, content, status):
+    config = write_config(tmp_path / "c.yaml", listen="listen:\n  max_body_bytes: 20000\n")
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    app = create_app(load_config(config, listen=True), save_dir=saved)
+    journal = lines_of(app)
+    r = TestClient(app).post("/operator-api", content=pieces(content, 100), headers={"content-type": MP})
+    assert r.status_code == status
+    assert "body" not in journal[-1]
+    assert list(saved.iterdir()) == []
+
+
+def test_without_save_dir_or_forward_no_body_is_kept(tmp_path):
+    app = create_app(load_config(write_config(tmp_path / "c.yaml"), listen=True))
+    journal = lines_of(app)
+    r = TestClient(app).post("/operator-api", content=multipart("secret-token-123456"), headers={"content-type": MP})
+    assert r.status_code == 200 and "body" not in journal[-1]
