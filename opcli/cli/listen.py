@@ -77,7 +77,7 @@ def listen(
     out = st.output(json_out)
 
     def announce(ready: Any) -> None:
-        out.note(f"Ready: {ready.url}", style="bold")
+        out.note(f"Ready: {ready.url}  (inspector: {ready.inspector})", style="bold")
         if not json_out:
             for kind, endpoint in ready.endpoints.items():
                 out.note(f"  {kind:<13} POST {endpoint}")

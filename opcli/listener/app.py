@@ -24,6 +24,8 @@ from opcli.errors import ConfigError
 from opcli.listener.call import Call
 from opcli.listener.canned import Canned
 from opcli.listener.forms import Body, ClientGone, Rejected, header, media_type, read_form
+from opcli.listener.inspector import PREFIX as INSPECTOR
+from opcli.listener.inspector import Inspector
 from opcli.listener.journal import Journal, JournalError
 from opcli.protocol import (
     ACTION_MESSAGE_SENT,
@@ -81,6 +83,7 @@ class Listener:
         self.strict = self.settings.strict if strict is None else strict
         self.accepting = True  # false once --count is reached: later calls get 503 while it stops
         self.mounts: dict[str, ASGIApp] = {}
+        self.mounts[INSPECTOR] = Inspector(self)
         self.message_ids = itertools.count(1001)
         self.answers: dict[str, Callable[[Call, dict[str, int]], Answer]] = {
             "message_sent": self.message,
@@ -136,6 +139,13 @@ class Listener:
         )
         await send({"type": "http.response.body", "body": body})
 
+    def shutting_down(self) -> None:
+        """Told as the server begins to stop: the mounted apps end their open streams and waits."""
+        for app in self.mounts.values():
+            close = getattr(app, "close", None)
+            if close is not None:
+                close()
+
     def on_journal_error(self, error: JournalError) -> None:
         """Told when the journal file failed; the runner replaces this to stop the listener."""
 
@@ -166,12 +176,14 @@ class Listener:
                 "opcli": __version__,
                 "site": self.site.name,
                 "endpoints": {kind: path for path, kind in self.routes.items()},
+                "inspector": INSPECTOR,
             }
             if "text/html" in header(scope, b"accept"):
                 rows = "".join(f"<li><code>POST {p}</code> &mdash; {k}</li>" for p, k in self.routes.items())
                 page = (
                     "<!doctype html><meta charset=utf-8><title>opcli listen</title><h1>opcli listen</h1>"
                     f"<p>site <b>{self.site.name}</b></p><ul>{rows}</ul>"
+                    f'<p><a href="{INSPECTOR}">Open the inspector</a>: every call, live</p>'
                 )
                 return 200, page, b"text/html; charset=utf-8"
             return 200, info, b"application/json"

@@ -24,6 +24,7 @@ from opcli.config import Config, Site
 from opcli.errors import UsageError
 from opcli.listener.app import Listener, routes_of
 from opcli.listener.call import Call, Callback, Ready
+from opcli.listener.inspector import PREFIX as INSPECTOR
 from opcli.listener.journal import Entry, Journal, JournalError, JournalFile, Line
 
 DEFAULT_PORT = 8765
@@ -89,6 +90,27 @@ def uvicorn_config(app: Any, **options: Any) -> Any:
         timeout_graceful_shutdown=5,
         **options,
     )
+
+
+def make_server(app: Any, **options: Any) -> Any:
+    """A uvicorn Server for ``app``; an app with ``shutting_down()`` is told when the server begins to stop.
+
+    uvicorn's graceful shutdown waits for open responses: the listener then ends its event
+    streams and waits (``/_opcli/``), so that it exits at once.
+    """
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn_config(app, **options))
+    shutting_down = getattr(app, "shutting_down", None)
+    if shutting_down is not None:
+        shutdown = server.shutdown
+
+        async def tell_then_shutdown(sockets: list[socket.socket] | None = None) -> None:
+            shutting_down()
+            await shutdown(sockets)
+
+        server.shutdown = tell_then_shutdown
+    return server
 
 
 def run_loop(main: Coroutine[Any, Any, None], loop_factory: Callable[[], asyncio.AbstractEventLoop] | None) -> None:
@@ -184,8 +206,6 @@ def serve(
     accepts connections. Raises UsageError (exit 2) for a port in use, an unusable
     ``--journal`` or ``--save-dir``, or a journal that could not be written during the run.
     """
-    import uvicorn
-
     address = pick_address(config.site, config.listen.host, config.listen.port, host, port)
     routes_of(config.site)  # config errors before binding
     if save_dir is not None:
@@ -196,7 +216,7 @@ def serve(
     book = Journal(config.listen.keep)
     journal_file = JournalFile(journal) if journal else None
     app = Listener(config, journal=book, save_dir=save_dir, strict=strict)
-    server = uvicorn.Server(uvicorn_config(app))
+    server = make_server(app)
     reasons: list[str] = []  # why it stopped: the first one counts
     failures: list[JournalError] = []
 
@@ -221,7 +241,7 @@ def serve(
     try:
         sock = bind(*address)
         url = base_url(sock)
-        ready = Ready(url, endpoints_of(app, url))
+        ready = Ready(url, endpoints_of(app, url), inspector=url + INSPECTOR)
         book.announce(ready)
         if announce:
             announce(ready)
@@ -275,11 +295,9 @@ class ServerThread:
     """An ASGI app under uvicorn in a background thread, on a loopback socket bound up front."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, **uvicorn_options: Any) -> None:
-        import uvicorn
-
         self.sock = bind(host, port)
         self.url = base_url(self.sock, "https" if uvicorn_options.get("ssl_certfile") else "http")
-        self.server = uvicorn.Server(uvicorn_config(app, **uvicorn_options))
+        self.server = make_server(app, **uvicorn_options)
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"opcli server {self.url}")
         self.error: BaseException | None = None
 
@@ -317,7 +335,7 @@ class ServerThread:
 class ListenerThread:
     """The listener under uvicorn in a background thread, on a free loopback port.
 
-    A context manager with what the pytest fixture offers: ``url``, ``endpoints``, ``token``,
+    A context manager with what the pytest fixture offers: ``url``, ``endpoints``, ``inspector``, ``token``,
     ``site`` (an ``opcli.Site`` pointing at it), ``calls``, ``callbacks``, ``wait_for``,
     ``users``, ``media``; ``reset()`` forgets calls and overrides. Raises RuntimeError when the
     server does not start.
@@ -342,6 +360,7 @@ class ListenerThread:
         self._server = ServerThread(self.app, host, port)
         self.url = self._server.url
         self.endpoints = endpoints_of(self.app, self.url)
+        self.inspector = self.url + INSPECTOR
         self.token = config.site.token
         self.site = config.site.rebased(self.url)
         self.users = self.app.canned.users
