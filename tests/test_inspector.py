@@ -336,7 +336,12 @@ def test_curl_of_a_call_makes_the_same_call_again(listener, tmp_path):
     upload = tmp_path / "photo.jpg"
     upload.write_bytes(b"\xff\xd8 not really a jpeg" * 100)
     form = ["-F", f"token={TOKEN}", "-F", "action=message_sent", "-F", "user_id=42", "-F", "contact_id=7"]
-    form += ["--form-string", 'message=it\'s "quoted" $HOME', "-F", "attaches[0][file_url]=https://cdn.example.com/1.jpg"]
+    form += [
+        "--form-string",
+        'message=it\'s "quoted" $HOME',
+        "-F",
+        "attaches[0][file_url]=https://cdn.example.com/1.jpg",
+    ]
     form += ["-F", "attaches[0][big]=https://cdn.example.com/1b.jpg", "-F", f"attach=@{upload}"]
     curl(*form, listener.endpoints["message_sent"])
     curl("--data-urlencode", f"token={TOKEN}", "--data-urlencode", "user_id=42", listener.endpoints["user_info"])

@@ -128,18 +128,19 @@ function counters() {
 // --- rows --------------------------------------------------------------------------------------
 
 function statusCell(line) {
-  const text = line.event === "callback" && line.error ? `${line.status ?? "\u2014"} ${line.error}` : line.status ?? "\u2014";
-  return el("td", { class: "c-status" }, el("span", { class: rejected(line) ? "badge bad" : "badge" }, text));
+  return el("td", { class: "c-status" }, el("span", { class: rejected(line) ? "badge bad" : "badge" }, line.status ?? "\u2014"));
 }
 
 function summaryRow(line) {
   const callback = line.event === "callback";
-  const text = line.kind === "unknown" ? `${line.method} ${line.path}` : messageOf(line);
+  let text = line.kind === "unknown" ? `${line.method} ${line.path}` : messageOf(line);
+  if (!text && rejected(line)) text = line.error || (line.reply && line.reply.message) || ""; // why it was refused
   return el("tr", { class: `summary${rejected(line) ? " rejected" : ""}${callback ? " callback" : ""}`,
     tabindex: 0, "aria-expanded": state.open.has(line.seq) ? "true" : "false", "data-seq": line.seq },
-    el("td", { class: "c-seq" }, callback ? `\u21b3${line.seq}` : line.seq),
+    el("td", { class: "c-seq" }, line.seq),
     el("td", { class: "c-time", title: line.time }, clock(line.time)),
-    el("td", { class: "c-kind" }, el("span", { class: `kind k-${line.kind}` }, callback ? `callback ${line.kind}` : line.kind)),
+    el("td", { class: "c-kind", title: callback ? `callback of #${line.trigger}` : null },
+      el("span", { class: `kind k-${line.kind}` }, callback ? `\u21b3 ${line.kind}` : line.kind)),
     el("td", { class: "c-who" }, who(line)),
     el("td", { class: "c-msg", title: text.length > 80 ? text.slice(0, 1000) : null }, text.replace(/\s+/g, " ").slice(0, 120)),
     el("td", { class: "c-count" }, (line.attaches || []).length || ""),
@@ -244,6 +245,9 @@ function shown() {
 }
 
 function render() {
+  pending = []; // all of them are drawn now
+  clearTimeout(flushTimer);
+  flushTimer = null;
   const lines = shown();
   const table = $("calls");
   state.bodies.clear();
@@ -414,7 +418,9 @@ async function clearAll() {
 
 document.addEventListener("DOMContentLoaded", () => {
   for (const id of ["f-kind", "f-status"]) $(id).addEventListener("change", render);
-  for (const id of ["f-user", "f-text"]) $(id).addEventListener("input", render);
+  for (const id of ["f-user", "f-text"]) {
+    for (const type of ["input", "change"]) $(id).addEventListener(type, render);
+  }
   $("filters").addEventListener("submit", (e) => e.preventDefault());
   $("clear").addEventListener("click", clearAll);
   const table = $("calls");
