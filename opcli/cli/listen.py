@@ -69,7 +69,7 @@ def listen(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Write every call as a JSON line on stdout.")] = False,
 ) -> None:
-    """Serve the site's webhooks and the panel's endpoint locally; print every call."""
+    """Serve the site's webhooks and the panel's endpoint locally; print every call; a live inspector at /_opcli/."""
     from opcli.listener import serve
 
     st = state(ctx)

@@ -2,17 +2,19 @@
 
 ``create_app(config)`` builds the ASGI app, ``serve(...)`` runs it as ``opcli listen`` does,
 ``ListenerThread`` runs it in a background thread (tests, the pytest plugin). Every request is
-a ``Call`` in a ``Journal``.
+a ``Call`` in a ``Journal``; the ``Inspector`` serves them under ``/_opcli/``.
 """
 
 from opcli.listener.app import Listener, create_app, routes_of
 from opcli.listener.call import Call, Callback, Ready
+from opcli.listener.inspector import Inspector
 from opcli.listener.journal import Journal, JournalError
 from opcli.listener.runner import ListenerThread, Outcome, ServerThread, bind, serve
 
 __all__ = [
     "Call",
     "Callback",
+    "Inspector",
     "Journal",
     "JournalError",
     "Listener",

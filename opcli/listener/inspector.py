@@ -302,11 +302,22 @@ class Inspector:
     # --- dispatch --------------------------------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started = False
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
         try:
             handler, args = self.route(scope)
-            await handler(scope, receive, send, args)
+            await handler(scope, receive, tracked, args)
         except HTTPError as exc:
             await respond(send, exc.status, self.dumps({"status": 0, "message": exc.message}), headers=exc.headers)
+        except Exception as exc:  # a bug must not print a traceback on the listener's stderr: answer 500
+            if not started:
+                message = f"inspector error: {type(exc).__name__}: {exc}"
+                await respond(send, 500, self.dumps({"status": 0, "message": message}))
 
     def route(self, scope: dict[str, Any]) -> tuple[Handler, tuple[str, ...]]:
         """The handler of a request, after the loopback, Host and Origin checks; else HTTPError."""
@@ -386,7 +397,11 @@ class Inspector:
         name = str(files[index].get("filename") or path.name)
         ascii_name = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:100] or "file"
         disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
-        with open(path, "rb") as handle:
+        try:
+            handle = open(path, "rb")
+        except OSError as exc:
+            raise HTTPError(404, f"file {index} of line #{entry.seq} cannot be read: {exc.strerror}") from None
+        with handle:
             size = handle.seek(0, 2)
             handle.seek(0)
             await send(
