@@ -13,7 +13,6 @@ import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,28 +21,20 @@ import pytest
 from opcli.config import load_config
 from opcli.listener import ListenerThread
 from opcli.listener.inspector import Inspector, is_loopback
-from tests.conftest import curl, write_config
+from tests.conftest import INSPECTED_TOKEN, curl
 
-TOKEN = "inspector-secret-token-0123456789"
-
-
-@pytest.fixture
-def listener(tmp_path: Path):
-    config = load_config(write_config(tmp_path / "c.yaml", token=TOKEN), listen=True)
-    (tmp_path / "saved").mkdir()
-    with ListenerThread(config, save_dir=tmp_path / "saved") as running:
-        yield running
+TOKEN = INSPECTED_TOKEN
 
 
-def post(listener: ListenerThread, kind: str, **fields: str) -> httpx.Response:
+def post(inspected: ListenerThread, kind: str, **fields: str) -> httpx.Response:
     fields.setdefault("token", TOKEN)
     if kind == "message_sent":
         fields.setdefault("action", "message_sent")
-    return httpx.post(listener.endpoints[kind], data=fields, timeout=10)
+    return httpx.post(inspected.endpoints[kind], data=fields, timeout=10)
 
 
-def api(listener: ListenerThread, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.request(method, listener.inspector + path, timeout=20, **kwargs)
+def api(inspected: ListenerThread, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    return httpx.request(method, inspected.inspector + path, timeout=20, **kwargs)
 
 
 class Events:
@@ -94,24 +85,24 @@ class Events:
         self.client.close()
 
 
-def test_calls_lists_the_kept_lines_and_one_line_by_seq(listener):
-    post(listener, "message_sent", user_id="42", contact_id="7", message="hello")
-    post(listener, "user_info", user_id="42")
-    post(listener, "user_info", user_id="43", token="wrong")
-    lines = api(listener, "GET", "calls").json()["calls"]
+def test_calls_lists_the_kept_lines_and_one_line_by_seq(inspected):
+    post(inspected, "message_sent", user_id="42", contact_id="7", message="hello")
+    post(inspected, "user_info", user_id="42")
+    post(inspected, "user_info", user_id="43", token="wrong")
+    lines = api(inspected, "GET", "calls").json()["calls"]
     assert [(c["seq"], c["kind"], c["status"]) for c in lines] == [
         (1, "message_sent", 200),
         (2, "user_info", 200),
         (3, "user_info", 401),
     ]
-    assert lines == [c.as_json() for c in listener.calls]
-    only = api(listener, "GET", "calls", params={"kind": "user-info", "after": "2"}).json()["calls"]
+    assert lines == [c.as_json() for c in inspected.calls]
+    only = api(inspected, "GET", "calls", params={"kind": "user-info", "after": "2"}).json()["calls"]
     assert [c["seq"] for c in only] == [3]
-    assert api(listener, "GET", "calls/1").json() == lines[0]
-    missing = api(listener, "GET", "calls/99")
+    assert api(inspected, "GET", "calls/1").json() == lines[0]
+    missing = api(inspected, "GET", "calls/99")
     assert missing.status_code == 404 and missing.json()["status"] == 0 and "#99" in missing.json()["message"]
     # /_opcli/ requests are never journaled
-    assert [c.path for c in listener.calls] == ["/operator-api", "/hooks/user-info", "/hooks/user-info"]
+    assert [c.path for c in inspected.calls] == ["/operator-api", "/hooks/user-info", "/hooks/user-info"]
 
 
 @pytest.mark.parametrize(
@@ -127,73 +118,73 @@ def test_calls_lists_the_kept_lines_and_one_line_by_seq(listener):
         ("events", {"after": "x"}, "after must be an integer"),
     ],
 )
-def test_bad_query_values_are_a_json_400(listener, path, params, message):
-    response = api(listener, "GET", path, params=params)
+def test_bad_query_values_are_a_json_400(inspected, path, params, message):
+    response = api(inspected, "GET", path, params=params)
     assert response.status_code == 400
     assert response.json()["status"] == 0 and message in response.json()["message"]
 
 
-def test_unknown_path_and_method(listener):
-    missing = api(listener, "GET", "nothing")
+def test_unknown_path_and_method(inspected):
+    missing = api(inspected, "GET", "nothing")
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/json"
-    wrong = api(listener, "POST", "calls")
+    wrong = api(inspected, "POST", "calls")
     assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, DELETE"
-    assert listener.calls == []
+    assert inspected.calls == []
 
 
-def test_wait_returns_as_the_nth_call_lands(listener):
-    post(listener, "user_info", user_id="1")  # before the wait, but after=1 leaves it out
+def test_wait_returns_as_the_nth_call_lands(inspected):
+    post(inspected, "user_info", user_id="1")  # before the wait, but after=1 leaves it out
     with httpx.Client(timeout=30) as client:
         result: list[httpx.Response] = []
         waiter = threading.Thread(
             target=lambda: result.append(
-                client.get(listener.inspector + "wait", params={"count": 3, "kind": "user_info", "after": 1})
+                client.get(inspected.inspector + "wait", params={"count": 3, "kind": "user_info", "after": 1})
             )
         )
         waiter.start()
-        post(listener, "user_info", user_id="2")
-        post(listener, "message_sent", user_id="2", contact_id="7")
-        post(listener, "user_info", user_id="3")
+        post(inspected, "user_info", user_id="2")
+        post(inspected, "message_sent", user_id="2", contact_id="7")
+        post(inspected, "user_info", user_id="3")
         waiter.join(0.3)
         assert waiter.is_alive() and not result, "wait answered before the 3rd user_info call"
-        post(listener, "user_info", user_id="4")
-        post(listener, "user_info", user_id="5")
+        post(inspected, "user_info", user_id="4")
+        post(inspected, "user_info", user_id="5")
         waiter.join(20)
     assert result[0].status_code == 200
     got = result[0].json()["calls"]
     assert [(c["seq"], c["fields"]["user_id"]) for c in got] == [(2, "2"), (4, "3"), (5, "4")]
 
 
-def test_wait_answers_at_once_when_enough_came(listener):
+def test_wait_answers_at_once_when_enough_came(inspected):
     for user in ("1", "2"):
-        post(listener, "user_media", user_id=user)
-    response = api(listener, "GET", "wait", params={"count": 2, "kind": "user_media", "timeout": 30})
+        post(inspected, "user_media", user_id=user)
+    response = api(inspected, "GET", "wait", params={"count": 2, "kind": "user_media", "timeout": 30})
     assert response.status_code == 200 and [c["seq"] for c in response.json()["calls"]] == [1, 2]
 
 
-def test_wait_times_out_with_408_and_what_came(listener):
-    post(listener, "user_info", user_id="42")
-    response = api(listener, "GET", "wait", params={"count": 3, "kind": "user_info", "timeout": 0.3})
+def test_wait_times_out_with_408_and_what_came(inspected):
+    post(inspected, "user_info", user_id="42")
+    response = api(inspected, "GET", "wait", params={"count": 3, "kind": "user_info", "timeout": 0.3})
     assert response.status_code == 408
     body = response.json()
     assert body["status"] == 0 and body["message"] == "waited 0.3s for 3 user_info calls; 1 came"
     assert [c["fields"]["user_id"] for c in body["calls"]] == ["42"]
 
 
-def test_many_waiters_and_streams_at_once(listener):
-    inspector = listener.app.mounts["/_opcli/"]
-    streams = [Events(listener.inspector + "events") for _ in range(4)]
+def test_many_waiters_and_streams_at_once(inspected):
+    inspector = inspected.app.mounts["/_opcli/"]
+    streams = [Events(inspected.inspector + "events") for _ in range(4)]
 
     async def wait_all() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=30) as client:
             waits = [
-                asyncio.create_task(client.get(listener.inspector + "wait", params={"count": 2, "timeout": 30}))
+                asyncio.create_task(client.get(inspected.inspector + "wait", params={"count": 2, "timeout": 30}))
                 for _ in range(40)
             ]
             while len(inspector.followers) < 44:
                 await asyncio.sleep(0.01)
-            await asyncio.to_thread(post, listener, "user_info", user_id="1")
-            await asyncio.to_thread(post, listener, "user_media", user_id="1")
+            await asyncio.to_thread(post, inspected, "user_info", user_id="1")
+            await asyncio.to_thread(post, inspected, "user_media", user_id="1")
             return await asyncio.gather(*waits)
 
     try:
@@ -207,22 +198,22 @@ def test_many_waiters_and_streams_at_once(listener):
             stream.close()
 
 
-def test_events_deliver_each_line_as_it_is_written_and_resume(listener):
-    post(listener, "user_info", user_id="1")
-    stream = Events(listener.inspector + "events")
+def test_events_deliver_each_line_as_it_is_written_and_resume(inspected):
+    post(inspected, "user_info", user_id="1")
+    stream = Events(inspected.inspector + "events")
     try:
         assert stream.status == 200 and stream.content_type.startswith("text/event-stream")
         first = stream.next()
         assert first["id"] == "1" and first["event"] == "call" and json.loads(first["data"])["seq"] == 1
-        post(listener, "message_sent", user_id="2", contact_id="7", message="live")
+        post(inspected, "message_sent", user_id="2", contact_id="7", message="live")
         live = stream.next(timeout=5)  # pushed as it is written: well before the 15 s keep-alive
-        assert live["id"] == "2" and json.loads(live["data"]) == listener.calls[1].as_json()
+        assert live["id"] == "2" and json.loads(live["data"]) == inspected.calls[1].as_json()
     finally:
         stream.close()
-    post(listener, "user_info", user_id="3")
+    post(inspected, "user_info", user_id="3")
     # a reconnecting browser sends Last-Event-ID: it wins over ?after=
-    resumed = Events(listener.inspector + "events?after=0", headers={"Last-Event-ID": "2"})
-    after = Events(listener.inspector + "events?after=1")
+    resumed = Events(inspected.inspector + "events?after=0", headers={"Last-Event-ID": "2"})
+    after = Events(inspected.inspector + "events?after=1")
     try:
         assert resumed.next()["id"] == "3"
         assert [after.next()["id"], after.next()["id"]] == ["2", "3"]
@@ -231,60 +222,60 @@ def test_events_deliver_each_line_as_it_is_written_and_resume(listener):
         after.close()
 
 
-def test_a_client_that_goes_away_mid_stream_is_forgotten(listener):
-    inspector = listener.app.mounts["/_opcli/"]
-    stream = Events(listener.inspector + "events")
+def test_a_client_that_goes_away_mid_stream_is_forgotten(inspected):
+    inspector = inspected.app.mounts["/_opcli/"]
+    stream = Events(inspected.inspector + "events")
     deadline = time.monotonic() + 10
     while not inspector.followers and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(inspector.followers) == 1
     stream.close()
-    post(listener, "user_info", user_id="1")  # a write to the dead stream also tells it is gone
+    post(inspected, "user_info", user_id="1")  # a write to the dead stream also tells it is gone
     while inspector.followers and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not inspector.followers
-    assert post(listener, "user_info", user_id="2").status_code == 200
+    assert post(inspected, "user_info", user_id="2").status_code == 200
 
 
-def test_a_stream_that_falls_behind_is_closed_and_resumes(listener):
-    inspector = listener.app.mounts["/_opcli/"]
-    stream = Events(listener.inspector + "events")
+def test_a_stream_that_falls_behind_is_closed_and_resumes(inspected):
+    inspector = inspected.app.mounts["/_opcli/"]
+    stream = Events(inspected.inspector + "events")
     try:
         (follower,) = inspector.followers
         follower.backlog = 0  # as if the client had fallen STREAM_BACKLOG lines behind
-        post(listener, "user_info", user_id="1")  # the journal does not wait for it: the stream ends
+        post(inspected, "user_info", user_id="1")  # the journal does not wait for it: the stream ends
         assert stream.next() is None and follower.ended == "too far behind"
     finally:
         stream.close()
-    resumed = Events(listener.inspector + "events", headers={"Last-Event-ID": "0"})
+    resumed = Events(inspected.inspector + "events", headers={"Last-Event-ID": "0"})
     try:
         assert resumed.next()["id"] == "1"
     finally:
         resumed.close()
 
 
-def test_delete_forgets_the_kept_lines_and_seq_goes_on(listener):
-    post(listener, "user_info", user_id="1")
-    stream = Events(listener.inspector + "events")
+def test_delete_forgets_the_kept_lines_and_seq_goes_on(inspected):
+    post(inspected, "user_info", user_id="1")
+    stream = Events(inspected.inspector + "events")
     try:
         assert stream.next()["id"] == "1"
-        response = api(listener, "DELETE", "calls")
+        response = api(inspected, "DELETE", "calls")
         assert response.status_code == 204 and response.content == b""
         assert stream.next()["event"] == "clear"
     finally:
         stream.close()
-    assert api(listener, "GET", "calls").json() == {"calls": []}
-    post(listener, "user_info", user_id="2")
-    assert [c["seq"] for c in api(listener, "GET", "calls").json()["calls"]] == [2]
+    assert api(inspected, "GET", "calls").json() == {"calls": []}
+    post(inspected, "user_info", user_id="2")
+    assert [c["seq"] for c in api(inspected, "GET", "calls").json()["calls"]] == [2]
 
 
-def test_replay_answers_404_or_the_placeholder_501(listener):
-    post(listener, "user_info", user_id="1")
-    httpx.get(listener.url + "/nowhere")
-    assert api(listener, "POST", "calls/9/replay").status_code == 404
-    unknown = api(listener, "POST", "calls/2/replay")
+def test_replay_answers_404_or_the_placeholder_501(inspected):
+    post(inspected, "user_info", user_id="1")
+    httpx.get(inspected.url + "/nowhere")
+    assert api(inspected, "POST", "calls/9/replay").status_code == 404
+    unknown = api(inspected, "POST", "calls/2/replay")
     assert unknown.status_code == 400 and "only calls to the four endpoints" in unknown.json()["message"]
-    response = api(listener, "POST", "calls/1/replay")
+    response = api(inspected, "POST", "calls/1/replay")
     assert response.status_code == 501
     assert response.json() == {"status": 0, "message": "replay is not available in this build"}
 
@@ -308,31 +299,31 @@ class FakeFaults:
         self.rules = []
 
 
-def test_faults_without_the_faults_feature(listener):
-    if hasattr(listener.app, "faults"):
+def test_faults_without_the_faults_feature(inspected):
+    if hasattr(inspected.app, "faults"):
         pytest.skip("this build has faults: test_faults_get_put_delete covers them")
-    assert api(listener, "GET", "faults").json() == []
+    assert api(inspected, "GET", "faults").json() == []
     for method in ("PUT", "DELETE"):
-        response = api(listener, method, "faults", json=["user_info:delay=1"])
+        response = api(inspected, method, "faults", json=["user_info:delay=1"])
         assert response.status_code == 501 and response.json()["status"] == 0
 
 
-def test_faults_get_put_delete(listener, monkeypatch):
-    if not hasattr(listener.app, "faults"):
-        monkeypatch.setattr(listener.app, "faults", FakeFaults(), raising=False)
-    put = api(listener, "PUT", "faults", json=["user_info:delay=1", "*:html"])
+def test_faults_get_put_delete(inspected, monkeypatch):
+    if not hasattr(inspected.app, "faults"):
+        monkeypatch.setattr(inspected.app, "faults", FakeFaults(), raising=False)
+    put = api(inspected, "PUT", "faults", json=["user_info:delay=1", "*:html"])
     assert put.status_code == 200 and put.json() == ["user_info:delay=1", "*:html"]
-    assert api(listener, "GET", "faults").json() == ["user_info:delay=1", "*:html"]
-    bad = api(listener, "PUT", "faults", json=["user_info:delay=1", "nonsense"])
+    assert api(inspected, "GET", "faults").json() == ["user_info:delay=1", "*:html"]
+    bad = api(inspected, "PUT", "faults", json=["user_info:delay=1", "nonsense"])
     assert bad.status_code == 400 and "nonsense" in bad.json()["message"]
-    assert api(listener, "GET", "faults").json() == ["user_info:delay=1", "*:html"]
-    not_a_list = api(listener, "PUT", "faults", content=b'{"a": 1}')
+    assert api(inspected, "GET", "faults").json() == ["user_info:delay=1", "*:html"]
+    not_a_list = api(inspected, "PUT", "faults", content=b'{"a": 1}')
     assert not_a_list.status_code == 400 and "JSON list" in not_a_list.json()["message"]
-    assert api(listener, "DELETE", "faults").status_code == 204
-    assert api(listener, "GET", "faults").json() == []
+    assert api(inspected, "DELETE", "faults").status_code == 204
+    assert api(inspected, "GET", "faults").json() == []
 
 
-def test_curl_of_a_call_makes_the_same_call_again(listener, tmp_path):
+def test_curl_of_a_call_makes_the_same_call_again(inspected, tmp_path):
     upload = tmp_path / "photo.jpg"
     upload.write_bytes(b"\xff\xd8 not really a jpeg" * 100)
     form = ["-F", f"token={TOKEN}", "-F", "action=message_sent", "-F", "user_id=42", "-F", "contact_id=7"]
@@ -343,53 +334,53 @@ def test_curl_of_a_call_makes_the_same_call_again(listener, tmp_path):
         "attaches[0][file_url]=https://cdn.example.com/1.jpg",
     ]
     form += ["-F", "attaches[0][big]=https://cdn.example.com/1b.jpg", "-F", f"attach=@{upload}"]
-    curl(*form, listener.endpoints["message_sent"])
-    curl("--data-urlencode", f"token={TOKEN}", "--data-urlencode", "user_id=42", listener.endpoints["user_info"])
-    commands = [api(listener, "GET", f"calls/{seq}/curl") for seq in (1, 2)]
+    curl(*form, inspected.endpoints["message_sent"])
+    curl("--data-urlencode", f"token={TOKEN}", "--data-urlencode", "user_id=42", inspected.endpoints["user_info"])
+    commands = [api(inspected, "GET", f"calls/{seq}/curl") for seq in (1, 2)]
     assert all(c.headers["content-type"].startswith("text/plain") for c in commands)
     assert all('"token=$OPCLI_TOKEN"' in c.text and TOKEN not in c.text for c in commands)
     assert "--data-urlencode" in commands[1].text
     env = {**os.environ, "OPCLI_TOKEN": TOKEN}
     for command in commands:
         subprocess.run(["bash", "-c", command.text], check=True, env=env, capture_output=True, timeout=30)
-    original, again = listener.calls[0], listener.calls[2]
+    original, again = inspected.calls[0], inspected.calls[2]
     assert again.status == 200 and again.fields == original.fields and again.attaches == original.attaches
     assert [f["sha256"] for f in again.files] == [hashlib.sha256(upload.read_bytes()).hexdigest()]
-    assert listener.calls[3].fields == {"user_id": "42"} and listener.calls[3].content_type == (
+    assert inspected.calls[3].fields == {"user_id": "42"} and inspected.calls[3].content_type == (
         "application/x-www-form-urlencoded"
     )
-    assert api(listener, "GET", "calls/1/curl").status_code == 200
-    httpx.get(listener.url + "/")
-    assert api(listener, "GET", "calls/5/curl").status_code == 400
+    assert api(inspected, "GET", "calls/1/curl").status_code == 200
+    httpx.get(inspected.url + "/")
+    assert api(inspected, "GET", "calls/5/curl").status_code == 400
 
 
-def test_download_serves_only_saved_files_of_kept_lines(listener, tmp_path):
+def test_download_serves_only_saved_files_of_kept_lines(inspected, tmp_path):
     upload = tmp_path / "report <1>.html"
     upload.write_bytes(b"<script>alert(1)</script>")
-    curl("-F", f"token={TOKEN}", "-F", "user_id=1", "-F", f"attach=@{upload}", listener.endpoints["user_info"])
-    got = api(listener, "GET", "calls/1/files/0")
+    curl("-F", f"token={TOKEN}", "-F", "user_id=1", "-F", f"attach=@{upload}", inspected.endpoints["user_info"])
+    got = api(inspected, "GET", "calls/1/files/0")
     assert got.status_code == 200 and got.content == upload.read_bytes()
     assert got.headers["content-type"] == "application/octet-stream"  # never rendered on this origin
     assert got.headers["content-disposition"].startswith('attachment; filename="report__1_.html"')
-    assert api(listener, "GET", "calls/1/files/1").status_code == 404
+    assert api(inspected, "GET", "calls/1/files/1").status_code == 404
     # a line that names a path outside --save-dir gets nothing
-    listener.calls[0].files[0]["saved_as"] = str(tmp_path / "c.yaml")
-    outside = api(listener, "GET", "calls/1/files/0")
+    inspected.calls[0].files[0]["saved_as"] = str(tmp_path / "c.yaml")
+    outside = api(inspected, "GET", "calls/1/files/0")
     assert outside.status_code == 404 and TOKEN not in outside.text
 
 
-def test_no_token_in_any_answer(listener):
-    post(listener, "message_sent", user_id="42", contact_id="7", message=f"my token is {TOKEN}")
-    post(listener, "user_info", user_id="42", Token=TOKEN)
-    answers = [api(listener, "GET", p).text for p in ("calls", "calls/1", "calls/2", "calls/1/curl", "calls/2/curl")]
-    answers.append(api(listener, "GET", "wait", params={"count": 2}).text)
-    stream = Events(listener.inspector + "events")
+def test_no_token_in_any_answer(inspected):
+    post(inspected, "message_sent", user_id="42", contact_id="7", message=f"my token is {TOKEN}")
+    post(inspected, "user_info", user_id="42", Token=TOKEN)
+    answers = [api(inspected, "GET", p).text for p in ("calls", "calls/1", "calls/2", "calls/1/curl", "calls/2/curl")]
+    answers.append(api(inspected, "GET", "wait", params={"count": 2}).text)
+    stream = Events(inspected.inspector + "events")
     try:
         answers += [stream.next()["data"], stream.next()["data"]]
     finally:
         stream.close()
     for page in ("", "inspector.js", "inspector.css"):
-        answers.append(api(listener, "GET", page).text)
+        answers.append(api(inspected, "GET", page).text)
     assert all(TOKEN not in text for text in answers)
 
 
@@ -430,11 +421,11 @@ def test_only_loopback_clients_are_answered():
     assert isinstance(app.mounts["/_opcli/"], Inspector)
 
 
-def test_health_check_links_to_the_inspector(listener):
-    assert httpx.get(listener.url + "/").json()["inspector"] == "/_opcli/"
-    page = httpx.get(listener.url + "/", headers={"Accept": "text/html"}).text
+def test_health_check_links_to_the_inspector(inspected):
+    assert httpx.get(inspected.url + "/").json()["inspector"] == "/_opcli/"
+    page = httpx.get(inspected.url + "/", headers={"Accept": "text/html"}).text
     assert '<a href="/_opcli/">' in page
-    html = api(listener, "GET", "")
+    html = api(inspected, "GET", "")
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in html.headers["content-security-policy"]
     assert '<script src="inspector.js"' in html.text

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import httpx
 import pytest
 
-from opcli.config import load_config
-from opcli.listener import Callback, ListenerThread
+from opcli.listener import Callback
 from scripts import inspector_screenshot as shots
-from tests.conftest import curl, write_config
+from tests.conftest import INSPECTED_TOKEN, curl
 
 WHY = shots.missing_browser()
 # CI installs Chromium (.ci/run): there a missing browser fails the tests instead of skipping them
@@ -19,7 +17,7 @@ pytestmark = pytest.mark.skipif(
     WHY is not None and not os.environ.get("CI"), reason=f"headless Chromium cannot be had here: {WHY}"
 )
 
-TOKEN = "page-secret-token-abcdef0123456789"
+TOKEN = INSPECTED_TOKEN
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +25,6 @@ def browser():
     driver = shots.chromium(1280, 900)
     yield driver
     driver.quit()
-
-
-@pytest.fixture
-def listener(tmp_path: Path):
-    config = load_config(write_config(tmp_path / "c.yaml", token=TOKEN), listen=True)
-    (tmp_path / "saved").mkdir()
-    with ListenerThread(config, save_dir=tmp_path / "saved") as running:
-        yield running
 
 
 def wait(browser, condition, timeout: float = 10):
@@ -48,18 +38,18 @@ def rows(browser) -> list[str]:
     return browser.execute_script("return [...document.querySelectorAll('tbody.entry')].map(b => b.dataset.seq)")
 
 
-def open_page(browser, listener) -> None:
+def open_page(browser, inspected) -> None:
     from selenium.webdriver.common.by import By
 
-    browser.get(listener.inspector)
+    browser.get(inspected.inspector)
     wait(browser, lambda d: d.find_element(By.ID, "live").text == "live")
 
 
-def test_calls_appear_live_open_filter_and_no_token(browser, listener, tmp_path):
+def test_calls_appear_live_open_filter_and_no_token(browser, inspected, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    open_page(browser, listener)
+    open_page(browser, inspected)
     assert "No calls yet" in browser.find_element(By.ID, "note").text
     browser.execute_script("window.notReloaded = true")
     photo = tmp_path / "photo.jpg"
@@ -67,11 +57,11 @@ def test_calls_appear_live_open_filter_and_no_token(browser, listener, tmp_path)
     curl("-F", f"token={TOKEN}", "-F", "action=message_sent", "-F", "user_id=42", "-F", "contact_id=7",
          "--form-string", "message=Hello <b>there</b>, are you free tonight?",
          "-F", "attaches[0][file_url]=https://cdn.example.com/1.jpg", "-F", f"attach=@{photo}",
-         listener.endpoints["message_sent"])  # fmt: skip
-    curl("--data-urlencode", f"token={TOKEN}", "--data-urlencode", "user_id=42", listener.endpoints["user_info"])
-    curl("--data-urlencode", "token=wrong", "--data-urlencode", "user_id=42", listener.endpoints["user_info"])
+         inspected.endpoints["message_sent"])  # fmt: skip
+    curl("--data-urlencode", f"token={TOKEN}", "--data-urlencode", "user_id=42", inspected.endpoints["user_info"])
+    curl("--data-urlencode", "token=wrong", "--data-urlencode", "user_id=42", inspected.endpoints["user_info"])
     curl("--data-urlencode", f"token={TOKEN}", "--data-urlencode", "user_id=7", "--data-urlencode", "contact_id=43",
-         "--data-urlencode", "message=a reply", listener.endpoints["send_message"])  # fmt: skip
+         "--data-urlencode", "message=a reply", inspected.endpoints["send_message"])  # fmt: skip
 
     wait(browser, lambda d: rows(d) == ["4", "3", "2", "1"])
     assert browser.execute_script("return window.notReloaded") is True
@@ -89,7 +79,7 @@ def test_calls_appear_live_open_filter_and_no_token(browser, listener, tmp_path)
     assert "Hello <b>there</b>, are you free tonight?" in details.text  # shown as text, never as HTML
     assert details.find_elements(By.TAG_NAME, "b") == []
     assert details.find_element(By.CSS_SELECTOR, ".photos a").get_attribute("href") == "https://cdn.example.com/1.jpg"
-    sha = listener.calls[0].files[0]["sha256"]
+    sha = inspected.calls[0].files[0]["sha256"]
     assert sha in details.find_element(By.CSS_SELECTOR, ".files").text
     download = details.find_element(By.LINK_TEXT, "download").get_attribute("href")
     assert httpx.get(download).content == photo.read_bytes()
@@ -119,47 +109,47 @@ def test_calls_appear_live_open_filter_and_no_token(browser, listener, tmp_path)
     wait(browser, lambda d: len(rows(d)) == 4)
 
     # a callback (the operator loop's) shows under the call that triggered it, not as a row of its own
-    done = Callback(1, "user_info", listener.endpoints["user_info"], {"user_id": "42"}, status=502, ok=False,
+    done = Callback(1, "user_info", inspected.endpoints["user_info"], {"user_id": "42"}, status=502, ok=False,
                     error="cannot reach the site")  # fmt: skip
-    listener.journal.record(done)
+    inspected.journal.record(done)
     under = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, 'tbody.entry[data-seq="1"] tr.summary.callback'))
     assert "cannot reach the site" in under[0].text and "rejected" in under[0].get_attribute("class")
     assert rows(browser) == ["4", "3", "2", "1"]
     assert browser.find_element(By.CSS_SELECTOR, '[data-kind="callback"] b').text == "1"
 
     # a new call still arrives while the page is open; the token is nowhere in the page
-    httpx.post(listener.endpoints["user_media"], data={"token": TOKEN, "user_id": "42"})
+    httpx.post(inspected.endpoints["user_media"], data={"token": TOKEN, "user_id": "42"})
     wait(browser, lambda d: rows(d)[0] == "6")
     kept = browser.execute_script("return JSON.stringify([...state.lines.values()])")
     assert TOKEN not in browser.page_source and TOKEN not in kept
 
 
-def test_clear_and_a_thousand_calls(browser, listener):
+def test_clear_and_a_thousand_calls(browser, inspected):
     from selenium.webdriver.common.by import By
 
     with httpx.Client() as client:
         for user in range(1000):
-            client.post(listener.endpoints["user_info"], data={"token": TOKEN, "user_id": str(user)})
-    open_page(browser, listener)
+            client.post(inspected.endpoints["user_info"], data={"token": TOKEN, "user_id": str(user)})
+    open_page(browser, inspected)
     wait(browser, lambda d: len(rows(d)) == 500)
     assert "newest 500 of 1000" in browser.find_element(By.ID, "note").text
     assert rows(browser)[0] == "1000"
-    httpx.post(listener.endpoints["user_media"], data={"token": TOKEN, "user_id": "1"})
+    httpx.post(inspected.endpoints["user_media"], data={"token": TOKEN, "user_id": "1"})
     wait(browser, lambda d: rows(d)[0] == "1001")
     assert len(rows(browser)) == 500
     browser.find_element(By.ID, "clear").click()
     wait(browser, lambda d: rows(d) == [])
-    assert listener.calls == []
+    assert inspected.calls == []
 
 
-def test_readable_on_a_narrow_window(browser, listener):
+def test_readable_on_a_narrow_window(browser, inspected):
     from selenium.webdriver.common.by import By
 
-    httpx.post(listener.endpoints["message_sent"], data={"token": TOKEN, "action": "message_sent", "user_id": "42",
+    httpx.post(inspected.endpoints["message_sent"], data={"token": TOKEN, "action": "message_sent", "user_id": "42",
                "contact_id": "7", "message": "a long message " * 20})  # fmt: skip
     browser.set_window_size(400, 800)
     try:
-        open_page(browser, listener)
+        open_page(browser, inspected)
         wait(browser, lambda d: rows(d) == ["1"])
         browser.find_element(By.CSS_SELECTOR, 'tr.summary[data-seq="1"]').click()
         wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr.open"))
