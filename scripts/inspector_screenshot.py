@@ -100,14 +100,14 @@ def shoot(driver: Any, path: Path) -> Path:
 
     from opcli.listener import ListenerThread
 
+    until = WebDriverWait(driver, 10, poll_frequency=0.05).until
     with tempfile.TemporaryDirectory() as tmp, ListenerThread(save_dir=Path(tmp)) as listener:
         driver.get(listener.inspector)
-        WebDriverWait(driver, 10).until(lambda d: "live" in d.find_element(By.ID, "live").text)
+        until(lambda d: d.find_element(By.ID, "live").text == "live")
         make_calls(listener, Path(tmp))
-        rows = lambda d: d.find_elements(By.CSS_SELECTOR, "tbody.entry")  # noqa: E731
-        WebDriverWait(driver, 10).until(lambda d: len(rows(d)) == len(listener.calls))
+        until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tbody.entry")) == len(listener.calls))
         driver.find_element(By.CSS_SELECTOR, 'tr.summary[data-seq="4"]').click()
-        WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "tr.open"))
+        until(lambda d: d.find_elements(By.CSS_SELECTOR, "tr.open"))
         path.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(path))
     return path

@@ -30,7 +30,7 @@ def browser():
 def wait(browser, condition, timeout: float = 10):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(browser, timeout).until(condition)
+    return WebDriverWait(browser, timeout, poll_frequency=0.05).until(condition)
 
 
 def rows(browser) -> list[str]:
