@@ -214,12 +214,15 @@ def test_events_deliver_each_line_as_it_is_written_and_resume(inspected):
     # a reconnecting browser sends Last-Event-ID: it wins over ?after=
     resumed = Events(inspected.inspector + "events?after=0", headers={"Last-Event-ID": "2"})
     after = Events(inspected.inspector + "events?after=1")
+    # a page that followed an earlier run of the listener (seq 99 was never written here) starts afresh
+    restarted = Events(inspected.inspector + "events", headers={"Last-Event-ID": "99"})
     try:
         assert resumed.next()["id"] == "3"
         assert [after.next()["id"], after.next()["id"]] == ["2", "3"]
+        assert [restarted.next()["event"], restarted.next()["id"]] == ["clear", "1"]
     finally:
-        resumed.close()
-        after.close()
+        for stream in (resumed, after, restarted):
+            stream.close()
 
 
 def test_a_client_that_goes_away_mid_stream_is_forgotten(inspected):

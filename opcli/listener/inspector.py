@@ -469,6 +469,10 @@ class Inspector:
                 raise HTTPError(400, f"Last-Event-ID {exc}") from None
         if self.closing:
             raise HTTPError(503, "the listener is stopping")
+        body = bytearray(b"retry: 1000\n\n")
+        if after > self.journal.seq:  # a seq this listener never wrote: the page saw an earlier run
+            after = 0
+            body += self.frame("clear")
         follower = Follower(after)
         self.followers.add(follower)
         backlog = self.journal.entries(after=after)
@@ -486,7 +490,6 @@ class Inspector:
                     ],
                 }
             )
-            body = bytearray(b"retry: 1000\n\n")
             for entry in backlog:
                 body += self.frame(entry)
                 follower.after = entry.seq or follower.after

@@ -315,6 +315,7 @@ function flush() {
 }
 
 function forget() {
+  state.lastSeq = 0; // forgotten here too, or a listener started afresh: its seq begins again
   state.lines.clear();
   state.callbacks.clear();
   state.open.clear();
