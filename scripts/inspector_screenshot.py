@@ -87,8 +87,11 @@ def make_calls(listener: Any, files: Path) -> None:
         deliver(site, webhook(site, "user_info", [("user_id", "42")]), http=http)
         deliver(site, webhook(site, "user_media", [("user_id", "42")]), http=http)
         deliver(site, message_sent(site, 42, 7, "Here is a photo from my trip", photos, photo), http=http)
-        deliver(site, webhook(site, "send_message", [("user_id", "7"), ("contact_id", "42"), ("message", "Lovely!")]),
-                http=http)  # fmt: skip
+        deliver(
+            site,
+            webhook(site, "send_message", [("user_id", "7"), ("contact_id", "42"), ("message", "Lovely!")]),
+            http=http,
+        )
         deliver(site, webhook(site, "user_info", [("user_id", "abc")]), http=http)  # rejected: 422
         deliver(site, message_sent(site, 1001, 7, "Hi from another user"), http=http)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import httpx
 import pytest
@@ -54,26 +55,35 @@ def test_calls_appear_live_open_filter_and_no_token(browser, inspected, tmp_path
     browser.execute_script("window.notReloaded = true")
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(b"\xff\xd8 picture bytes" * 50)
-    curl("-F", f"token={TOKEN}", "-F", "action=message_sent", "-F", "user_id=42", "-F", "contact_id=7",
-         "--form-string", "message=Hello <b>there</b>, are you free tonight?",
-         "-F", "attaches[0][file_url]=https://cdn.example.com/1.jpg", "-F", f"attach=@{photo}",
-         inspected.endpoints["message_sent"])  # fmt: skip
-    curl("--data-urlencode", f"token={TOKEN}", "--data-urlencode", "user_id=42", inspected.endpoints["user_info"])
-    curl("--data-urlencode", "token=wrong", "--data-urlencode", "user_id=42", inspected.endpoints["user_info"])
-    curl("--data-urlencode", f"token={TOKEN}", "--data-urlencode", "user_id=7", "--data-urlencode", "contact_id=43",
-         "--data-urlencode", "message=a reply", inspected.endpoints["send_message"])  # fmt: skip
+    form = ["-F", f"token={TOKEN}", "-F", "action=message_sent", "-F", "user_id=42", "-F", "contact_id=7"]
+    form += ["--form-string", "message=Hello <b>there</b>, are you free tonight?"]
+    form += ["-F", "attaches[0][file_url]=https://cdn.example.com/1.jpg", "-F", f"attach=@{photo}"]
+    curl(*form, inspected.endpoints["message_sent"])
+    for token in (TOKEN, "wrong"):
+        curl("--data-urlencode", f"token={token}", "--data-urlencode", "user_id=42", inspected.endpoints["user_info"])
+    reply = [
+        "--data-urlencode",
+        "user_id=7",
+        "--data-urlencode",
+        "contact_id=43",
+        "--data-urlencode",
+        "message=a reply",
+    ]
+    curl("--data-urlencode", f"token={TOKEN}", *reply, inspected.endpoints["send_message"])
 
     wait(browser, lambda d: rows(d) == ["4", "3", "2", "1"])
     assert browser.execute_script("return window.notReloaded") is True
-    who = {r.get_attribute("data-seq"): r.find_element(By.CLASS_NAME, "c-who").text
-           for r in browser.find_elements(By.CSS_SELECTOR, "tr.summary")}  # fmt: skip
+    who = {
+        r.get_attribute("data-seq"): r.find_element(By.CLASS_NAME, "c-who").text
+        for r in browser.find_elements(By.CSS_SELECTOR, "tr.summary")
+    }
     assert who["1"] == "user 42 \u2192 bot 7" and who["4"] == "bot 7 \u2192 user 43"
     rejected = browser.find_elements(By.CSS_SELECTOR, "tr.summary.rejected")
     assert [r.get_attribute("data-seq") for r in rejected] == ["3"]
     assert "401" in rejected[0].text and "invalid token" in rejected[0].text
     assert browser.find_element(By.CSS_SELECTOR, '[data-kind="user_info"] b').text == "2"
 
-    # open the message: fields, photo, file, reply; curl and replay
+    # open the message: fields, photo, file, reply, copy as curl
     browser.find_element(By.CSS_SELECTOR, 'tr.summary[data-seq="1"]').click()
     details = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "tr.open .details"))
     assert "Hello <b>there</b>, are you free tonight?" in details.text  # shown as text, never as HTML
@@ -87,9 +97,6 @@ def test_calls_appear_live_open_filter_and_no_token(browser, inspected, tmp_path
     details.find_element(By.CSS_SELECTOR, "button.curl").click()
     command = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "pre.curl-text")).text
     assert command.startswith("curl -sS -X POST ") and '"token=$OPCLI_TOKEN"' in command
-    details.find_element(By.CSS_SELECTOR, "button.replay").click()
-    wait(browser, lambda d: "Replay failed: replay is not available in this build" in d.find_element(
-        By.CSS_SELECTOR, "tr.open .result").text)  # fmt: skip
 
     # filters
     Select(browser.find_element(By.ID, "f-kind")).select_by_visible_text("user_info")
@@ -109,8 +116,15 @@ def test_calls_appear_live_open_filter_and_no_token(browser, inspected, tmp_path
     wait(browser, lambda d: len(rows(d)) == 4)
 
     # a callback (the operator loop's) shows under the call that triggered it, not as a row of its own
-    done = Callback(1, "user_info", inspected.endpoints["user_info"], {"user_id": "42"}, status=502, ok=False,
-                    error="cannot reach the site")  # fmt: skip
+    done = Callback(
+        1,
+        "user_info",
+        inspected.endpoints["user_info"],
+        {"user_id": "42"},
+        status=502,
+        ok=False,
+        error="cannot reach the site",
+    )
     inspected.journal.record(done)
     under = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, 'tbody.entry[data-seq="1"] tr.summary.callback'))
     assert "cannot reach the site" in under[0].text and "rejected" in under[0].get_attribute("class")
@@ -122,6 +136,11 @@ def test_calls_appear_live_open_filter_and_no_token(browser, inspected, tmp_path
     wait(browser, lambda d: rows(d)[0] == "6")
     kept = browser.execute_script("return JSON.stringify([...state.lines.values()])")
     assert TOKEN not in browser.page_source and TOKEN not in kept
+
+    # replay: the page shows the new line it got back, or the error
+    browser.find_element(By.CSS_SELECTOR, 'tbody.entry[data-seq="1"] button.replay').click()
+    outcome = re.compile(r"Replayed as #7: HTTP 200|Replay failed: replay is not available in this build")
+    wait(browser, lambda d: outcome.match(d.find_element(By.CSS_SELECTOR, 'tbody.entry[data-seq="1"] .result').text))
 
 
 def test_clear_and_a_thousand_calls(browser, inspected):
@@ -145,8 +164,16 @@ def test_clear_and_a_thousand_calls(browser, inspected):
 def test_readable_on_a_narrow_window(browser, inspected):
     from selenium.webdriver.common.by import By
 
-    httpx.post(inspected.endpoints["message_sent"], data={"token": TOKEN, "action": "message_sent", "user_id": "42",
-               "contact_id": "7", "message": "a long message " * 20})  # fmt: skip
+    httpx.post(
+        inspected.endpoints["message_sent"],
+        data={
+            "token": TOKEN,
+            "action": "message_sent",
+            "user_id": "42",
+            "contact_id": "7",
+            "message": "a long message " * 20,
+        },
+    )
     browser.set_window_size(400, 800)
     try:
         open_page(browser, inspected)

@@ -336,8 +336,8 @@ class Inspector:
             if match:
                 if method not in methods:
                     allow = ", ".join(methods)
-                    raise HTTPError(405, f"{scope['method']} is not allowed on {scope['path']} (allowed: {allow})",
-                                    [(b"allow", allow.encode())])  # fmt: skip
+                    message = f"{method} is not allowed on {scope['path']} (allowed: {allow})"
+                    raise HTTPError(405, message, [(b"allow", allow.encode())])
                 return methods[method], match.groups()
         raise HTTPError(404, f"nothing at {scope['path']}; the API is described at {PREFIX} and in the README")
 
