@@ -311,6 +311,21 @@ def listen_proc() -> Iterator[Callable[..., ListenProc]]:
         proc.close()
 
 
+INSPECTED_TOKEN = "inspected-secret-token-0123456789"
+
+
+@pytest.fixture
+def inspected(tmp_path: Path) -> Iterator[Any]:
+    """A ListenerThread with a long token (``INSPECTED_TOKEN``), saving files to ``tmp_path/saved``."""
+    from opcli.config import load_config
+    from opcli.listener import ListenerThread
+
+    config = load_config(write_config(tmp_path / "c.yaml", token=INSPECTED_TOKEN), listen=True)
+    (tmp_path / "saved").mkdir()
+    with ListenerThread(config, save_dir=tmp_path / "saved") as running:
+        yield running
+
+
 def curl(*args: str) -> str:
     """Run the real curl; returns its stdout."""
     import subprocess

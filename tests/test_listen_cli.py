@@ -50,6 +50,7 @@ def test_curl_multipart_and_urlencoded(listen_proc, isolated):
             "user_info": f"{proc.url}/hooks/user-info",
             "user_media": f"{proc.url}/hooks/user-media",
         },
+        "inspector": f"{proc.url}/_opcli/",
     }
     assert sent["kind"] == "message_sent" and sent["seq"] == 1 and sent["status"] == 200
     assert sent["fields"]["message"] == "Привет ✓"

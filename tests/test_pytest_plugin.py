@@ -188,6 +188,11 @@ def test_async_user_tests_and_a_token_from_the_environment(pytester, monkeypatch
             assert call.fields["message"] == "from asyncio.run" and call.token_ok
 
 
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"  # (trio may be installed too: one backend is enough here)
+
+
         @pytest.mark.anyio
         async def test_async_test(opcli_listener):
             assert (await send(opcli_listener, "from an async test"))["status"] == 1

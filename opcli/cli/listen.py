@@ -107,7 +107,7 @@ def listen(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Write every call as a JSON line on stdout.")] = False,
 ) -> None:
-    """Serve the site's webhooks and the panel's endpoint locally; print every call."""
+    """Serve the site's webhooks and the panel's endpoint locally; print every call; a live inspector at /_opcli/."""
     from opcli.listener import serve
 
     st = state(ctx)
@@ -120,7 +120,7 @@ def listen(
     out = st.output(json_out)
 
     def announce(ready: Any) -> None:
-        out.note(f"Ready: {ready.url}", style="bold")
+        out.note(f"Ready: {ready.url}  (inspector: {ready.inspector})", style="bold")
         if not json_out:
             for kind, endpoint in ready.endpoints.items():
                 out.note(f"  {kind:<13} POST {endpoint}")

@@ -2,12 +2,13 @@
 
 ``create_app(config)`` builds the ASGI app, ``serve(...)`` runs it as ``opcli listen`` does,
 ``ListenerThread`` runs it in a background thread (tests, the pytest plugin). Every request is
-a ``Call`` in a ``Journal``.
+a ``Call`` in a ``Journal``; the ``Inspector`` serves them under ``/_opcli/``.
 """
 
 from opcli.listener.app import Listener, create_app, routes_of
 from opcli.listener.call import Call, Callback, Ready
 from opcli.listener.faults import Faults
+from opcli.listener.inspector import Inspector
 from opcli.listener.journal import Journal, JournalError
 from opcli.listener.operator import Operator
 from opcli.listener.runner import ListenerThread, Outcome, ServerThread, bind, serve
@@ -16,6 +17,7 @@ __all__ = [
     "Call",
     "Callback",
     "Faults",
+    "Inspector",
     "Journal",
     "JournalError",
     "Listener",

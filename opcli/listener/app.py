@@ -30,6 +30,8 @@ from opcli.listener.canned import Canned
 from opcli.listener.faults import Faults, respond
 from opcli.listener.forms import Body, ClientGone, Rejected, header, media_type, read_form
 from opcli.listener.http import Rules
+from opcli.listener.inspector import PREFIX as INSPECTOR
+from opcli.listener.inspector import Inspector
 from opcli.listener.journal import Journal, JournalError
 from opcli.protocol import (
     ACTION_MESSAGE_SENT,
@@ -108,6 +110,7 @@ class Listener:
         self.mounts: dict[str, ASGIApp] = {}
         # told after each call's reply went out: the operator loop starts there
         self.answered: list[Callable[[Call], None]] = []
+        self.mounts[INSPECTOR] = Inspector(self)
         self.message_ids = itertools.count(1001)
         self.answers: dict[str, Callable[[Call, dict[str, int]], Answer]] = {
             "message_sent": self.message,
@@ -198,6 +201,13 @@ class Listener:
             self.on_journal_error(exc)
         return jsonl.line(reply)[:-1]
 
+    def shutting_down(self) -> None:
+        """Told as the server begins to stop: the mounted apps end their open streams and waits."""
+        for app in self.mounts.values():
+            close = getattr(app, "close", None)
+            if close is not None:
+                close()
+
     def on_journal_error(self, error: JournalError) -> None:
         """Told when the journal file failed; the runner replaces this to stop the listener."""
 
@@ -235,12 +245,14 @@ class Listener:
                 "opcli": __version__,
                 "site": self.site.name,
                 "endpoints": {kind: path for path, kind in self.routes.items()},
+                "inspector": INSPECTOR,
             }
             if "text/html" in header(scope, b"accept"):
                 rows = "".join(f"<li><code>POST {p}</code> &mdash; {k}</li>" for p, k in self.routes.items())
                 page = (
                     "<!doctype html><meta charset=utf-8><title>opcli listen</title><h1>opcli listen</h1>"
                     f"<p>site <b>{self.site.name}</b></p><ul>{rows}</ul>"
+                    f'<p><a href="{INSPECTOR}">Open the inspector</a>: every call, live</p>'
                 )
                 return 200, page, b"text/html; charset=utf-8"
             return 200, info, b"application/json"

@@ -28,6 +28,7 @@ from opcli.errors import UsageError
 from opcli.listener.app import Listener, routes_of
 from opcli.listener.call import Call, Callback, Ready
 from opcli.listener.faults import parse_rules
+from opcli.listener.inspector import PREFIX as INSPECTOR
 from opcli.listener.journal import Entry, Journal, JournalError, JournalFile, Line
 from opcli.listener.operator import Operator
 
@@ -102,6 +103,27 @@ def uvicorn_config(app: Any, **options: Any) -> Any:
         timeout_graceful_shutdown=5,
         **options,
     )
+
+
+def make_server(app: Any, **options: Any) -> Any:
+    """A uvicorn Server for ``app``; an app with ``shutting_down()`` is told when the server begins to stop.
+
+    uvicorn's graceful shutdown waits for open responses: the listener then ends its event
+    streams and waits (``/_opcli/``), so that it exits at once.
+    """
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn_config(app, **options))
+    shutting_down = getattr(app, "shutting_down", None)
+    if shutting_down is not None:
+        shutdown = server.shutdown
+
+        async def tell_then_shutdown(sockets: list[socket.socket] | None = None) -> None:
+            shutting_down()
+            await shutdown(sockets)
+
+        server.shutdown = tell_then_shutdown
+    return server
 
 
 def run_loop(main: Coroutine[Any, Any, None], loop_factory: Callable[[], asyncio.AbstractEventLoop] | None) -> None:
@@ -264,8 +286,6 @@ def serve(
     ``--save-dir``, or a journal that could not be written during the run; ConfigError for a
     ``forward`` site without a URL the listener serves.
     """
-    import uvicorn
-
     address = pick_address(config.site, config.listen.host, config.listen.port, host, port)
     routes_of(config.site)  # config errors before binding
     try:
@@ -280,7 +300,7 @@ def serve(
     book = Journal(config.listen.keep)
     journal_file = JournalFile(journal) if journal else None
     app = Listener(config, journal=book, save_dir=save_dir, strict=strict, faults=faults, seed=seed, forward=forward)
-    server = uvicorn.Server(uvicorn_config(app))
+    server = make_server(app)
     reasons: list[str] = []  # why it stopped: the first one counts
     failures: list[JournalError] = []
     panel: Operator | None = None  # the operator loop, when on
@@ -317,7 +337,7 @@ def serve(
     try:
         sock = bind(*address)
         url = base_url(sock)
-        ready = Ready(url, endpoints_of(app, url))
+        ready = Ready(url, endpoints_of(app, url), inspector=url + INSPECTOR)
         if operator or config.listen.operator is not None:
             # the site's URLs that name the listener itself are where it serves (--port 0)
             own = pick_address(config.site, config.listen.host, config.listen.port, None, None)
@@ -422,11 +442,9 @@ class ServerThread:
     """An ASGI app under uvicorn in a background thread, on a loopback socket bound up front."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, **uvicorn_options: Any) -> None:
-        import uvicorn
-
         self.sock = bind(host, port)
         self.url = base_url(self.sock, "https" if uvicorn_options.get("ssl_certfile") else "http")
-        self.server = uvicorn.Server(uvicorn_config(app, **uvicorn_options))
+        self.server = make_server(app, **uvicorn_options)
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"opcli server {self.url}")
         self.error: BaseException | None = None
 
@@ -464,7 +482,7 @@ class ServerThread:
 class ListenerThread:
     """The listener under uvicorn in a background thread, on a free loopback port.
 
-    A context manager with what the pytest fixture offers: ``url``, ``endpoints``, ``token``,
+    A context manager with what the pytest fixture offers: ``url``, ``endpoints``, ``inspector``, ``token``,
     ``site`` (an ``opcli.Site`` pointing at it), ``calls``, ``callbacks``, ``wait_for``,
     ``users``, ``media``, ``fault(SPEC)``, ``operator(...)``; ``reset()`` forgets calls, overrides
     and faults and turns the operator loop off. Raises RuntimeError when the server does not start.
@@ -489,6 +507,7 @@ class ListenerThread:
         self._server = ServerThread(self.app, host, port)
         self.url = self._server.url
         self.endpoints = endpoints_of(self.app, self.url)
+        self.inspector = self.url + INSPECTOR
         self.token = config.site.token
         self.site = config.site.rebased(self.url)
         self.users = self.app.canned.users

@@ -1,0 +1,616 @@
+"""``/_opcli/``: the listener's HTTP API for tests in any language, and the live page for people.
+
+``Inspector(listener)`` is a raw ASGI app that the Listener mounts at ``/_opcli/``; its requests
+are never journaled nor counted, and only loopback clients are answered. Lines are the
+Journal's ``as_json()``. The Journal records on the event loop before each reply is sent, so
+the one subscription here only appends to per-request buffers and sets events: a waiter or an
+event stream never slows a call, and a stream that falls too far behind is closed (a browser
+resumes it with ``Last-Event-ID``). ``close()`` ends every open stream and wait, so that a
+stopping listener exits at once instead of waiting for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import math
+import mimetypes
+import re
+import shlex
+import socket
+import sys
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from opcli import jsonl
+from opcli.listener.call import Call, Callback
+from opcli.protocol import KINDS
+
+if TYPE_CHECKING:
+    from opcli.listener.app import Listener
+    from opcli.listener.journal import Entry
+
+PREFIX = "/_opcli/"
+KEEPALIVE_SECONDS = 15.0  # an idle stream sends a comment this often, so a dead client is noticed
+STREAM_BACKLOG = 5000  # lines a stream may fall behind before it is closed
+MAX_PUT_BYTES = 1024 * 1024
+_STATIC = {
+    "": ("inspector.html", "text/html; charset=utf-8"),
+    "inspector.css": ("inspector.css", "text/css; charset=utf-8"),
+    "inspector.js": ("inspector.js", "text/javascript; charset=utf-8"),
+}
+# the page loads nothing from elsewhere and runs no inline code: journal content cannot script it
+_PAGE_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-cache"),
+]
+_COMMON_HEADERS = [(b"x-content-type-options", b"nosniff")]
+
+
+class HTTPError(Exception):
+    """An answer other than 2xx: a JSON envelope ``{"status": 0, "message": ...}``."""
+
+    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or []
+
+
+# --- query values ------------------------------------------------------------------------------
+
+
+def _integer(value: str, least: int) -> int:
+    if not re.fullmatch(r"[0-9]{1,18}", value) or int(value) < least:
+        raise ValueError(f"must be an integer >= {least}, got {value!r}")
+    return int(value)
+
+
+def _kind(value: str) -> str:
+    kind = value.replace("-", "_")
+    if kind not in (*KINDS, "unknown"):
+        raise ValueError(f"must be one of {', '.join((*KINDS, 'unknown'))}, got {value!r}")
+    return kind
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"must be a number of seconds > 0, got {value!r}")
+    return seconds
+
+
+_PARAMS: dict[str, Callable[[str], Any]] = {
+    "kind": _kind,
+    "after": lambda v: _integer(v, 0),
+    "count": lambda v: _integer(v, 0),
+    "timeout": _seconds,
+}
+
+
+def query(scope: dict[str, Any], *names: str) -> dict[str, Any]:
+    """The query's values, parsed; an unknown parameter or a bad value is a 400 naming it."""
+    values: dict[str, Any] = {}
+    for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True):
+        if name not in names:
+            takes = f"takes {', '.join(names)}" if names else "takes no parameters"
+            raise HTTPError(400, f"unknown parameter {name!r}: {scope['path']} {takes}")
+        try:
+            values[name] = _PARAMS[name](value)
+        except ValueError as exc:
+            raise HTTPError(400, f"{name} {exc}") from None
+    return values
+
+
+def is_loopback(client: Any) -> bool:
+    """True for a client address in 127.0.0.0/8 or ::1 (also as an IPv4-mapped IPv6 address)."""
+    if not client:
+        return False
+    try:
+        address = ipaddress.ip_address(str(client[0]).split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def _host_is_local(host: str) -> bool:
+    """A Host header naming an IP address, ``localhost`` or this machine: not a rebound DNS name."""
+    name = (urlsplit(f"//{host}").hostname or "").rstrip(".").lower()
+    if name in ("localhost", socket.gethostname().lower()) or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""
+
+
+# --- curl --------------------------------------------------------------------------------------
+
+
+def curl_of(line: Entry, base_url: str, webhook_encoding: str = "urlencoded") -> str:
+    """The call (or callback) as the ``curl`` command ``send --dry-run`` prints, token from ``$OPCLI_TOKEN``.
+
+    Photos are written in bracket notation; a file names its saved copy when there is one,
+    else its original filename (to be supplied by whoever runs the command).
+    """
+    from opcli.client import Outgoing  # httpx: only when asked, not at every listener's start
+
+    fields: list[tuple[str, str]] = [("token", "")]
+    for name, value in line.fields.items():
+        fields += [(name, str(v)) for v in (value if isinstance(value, list) else [value])]
+    if isinstance(line, Callback):
+        return Outgoing(line.url, fields, multipart=webhook_encoding == "multipart").curl()
+    for k, photo in enumerate(line.attaches):
+        fields += [(f"attaches[{k}][{key}]", str(photo[key])) for key in ("file_url", "big") if key in photo]
+    multipart = line.content_type != "application/x-www-form-urlencoded" or bool(line.files)
+    command = Outgoing(base_url + line.path, fields, multipart=multipart).curl()
+    for entry in line.files:
+        path = entry.get("saved_as") or entry.get("filename") or "FILE"
+        kind = mimetypes.guess_type(str(entry.get("filename") or path))[0] or "application/octet-stream"
+        command += " -F " + shlex.quote(f"{entry.get('field') or 'attach'}=@{path};type={kind}")
+    return command
+
+
+# --- the live parts: streams and waiters ---------------------------------------------------------
+
+
+class Follower:
+    """One open event stream or wait: the lines recorded since it began, and an event to wake it."""
+
+    def __init__(self, after: int, backlog: int = STREAM_BACKLOG) -> None:
+        self.after = after  # the last seq handed over: older lines are never handed twice
+        self.backlog = backlog
+        self.pending: deque[Entry | str] = deque()
+        self.wake = asyncio.Event()
+        self.ended = ""  # why it ended, once it has
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.get_ident()
+
+    def deliver(self, item: Entry | str) -> None:
+        """``push`` from any thread: at once on the follower's own loop, else through it."""
+        if threading.get_ident() == self.thread:
+            self.push(item)
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.push, item)
+        except RuntimeError:  # its loop has closed: nobody reads this follower any more
+            pass
+
+    def push(self, item: Entry | str) -> None:
+        """A new line (or the ``clear`` notice); called by the Journal, so it must never wait."""
+        if self.ended:
+            return
+        if len(self.pending) >= self.backlog:
+            self.end("too far behind")
+            return
+        self.pending.append(item)
+        self.wake.set()
+
+    def end(self, why: str) -> None:
+        self.ended = self.ended or why
+        self.wake.set()
+
+    def take(self) -> list[Entry | str]:
+        """What came since the last take, each line once and in seq order."""
+        items: list[Entry | str] = []
+        while self.pending:
+            item = self.pending.popleft()
+            if isinstance(item, str) or (item.seq or 0) > self.after:
+                items.append(item)
+                if not isinstance(item, str):
+                    self.after = item.seq or self.after
+        self.wake.clear()
+        return items
+
+
+def redact(value: Any, secret: str) -> Any:
+    """``value`` with ``secret`` replaced by ``***`` in every string, keys included."""
+    if isinstance(value, str):
+        return value.replace(secret, "***")
+    if isinstance(value, dict):
+        return {redact(k, secret): redact(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, secret) for v in value]
+    return value
+
+
+async def _until_disconnect(receive: Any, follower: Follower) -> None:
+    """Read until the client goes away, then end the follower (nothing else is sent on a GET)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    follower.end("client gone")
+
+
+# --- the app -----------------------------------------------------------------------------------
+
+Handler = Callable[[dict[str, Any], Any, Any, tuple[str, ...]], Awaitable[None]]
+
+
+class Inspector:
+    """The ``/_opcli/`` ASGI app of one Listener: the API, the event stream, the page."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.journal = listener.journal
+        self.followers: set[Follower] = set()
+        self.closing = False
+        self.secret = listener.site.token
+        self._secret_json = json.dumps(self.secret, ensure_ascii=False)[1:-1].encode()
+        self._static: dict[str, bytes] = {}
+        self.journal.subscribe(self._recorded)
+        self.routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
+            (re.compile(r"(|inspector\.css|inspector\.js)"), {"GET": self.page, "HEAD": self.page}),
+            (re.compile(r"calls"), {"GET": self.calls, "DELETE": self.forget}),
+            (re.compile(r"calls/([^/]+)"), {"GET": self.one}),
+            (re.compile(r"calls/([^/]+)/curl"), {"GET": self.curl}),
+            (re.compile(r"calls/([^/]+)/files/([^/]+)"), {"GET": self.download}),
+            (re.compile(r"calls/([^/]+)/replay"), {"POST": self.replay_route}),
+            (re.compile(r"wait"), {"GET": self.wait}),
+            (re.compile(r"events"), {"GET": self.events}),
+            (re.compile(r"faults"), {"GET": self.faults, "PUT": self.faults, "DELETE": self.faults}),
+        ]
+
+    # --- the journal's side: must stay cheap -----------------------------------------------------
+
+    def _recorded(self, line: Any) -> None:
+        if self.followers and isinstance(line, Call | Callback):
+            self._hand_over(line)
+
+    def _hand_over(self, item: Entry | str) -> None:
+        for follower in list(self.followers):
+            follower.deliver(item)
+
+    def close(self) -> None:
+        """End every open event stream and wait (the listener is stopping); later ones get 503."""
+        self.closing = True
+        for follower in list(self.followers):
+            follower.end("the listener is stopping")
+
+    def dumps(self, obj: Any) -> bytes:
+        """``obj`` as JSON; the token's value, wherever a client put it (a message), becomes ``***``."""
+        data = jsonl.line(obj)[:-1]
+        if self.secret and self._secret_json in data:
+            data = jsonl.line(redact(obj, self.secret))[:-1]
+        return data
+
+    def frame(self, item: Entry | str) -> bytes:
+        """One Server-Sent Event: ``id`` the seq, ``event`` the line's event, ``data`` the line."""
+        if isinstance(item, str):
+            return f"event: {item}\ndata: {{}}\n\n".encode()
+        return b"id: %d\nevent: %s\ndata: %s\n\n" % (item.seq, item.event.encode(), self.dumps(item.as_json()))
+
+    # --- dispatch --------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started = False
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            handler, args = self.route(scope)
+            await handler(scope, receive, tracked, args)
+        except HTTPError as exc:
+            await respond(send, exc.status, self.dumps({"status": 0, "message": exc.message}), headers=exc.headers)
+        except Exception as exc:  # a bug must not print a traceback on the listener's stderr: answer 500
+            if not started:
+                message = f"inspector error: {type(exc).__name__}: {exc}"
+                await respond(send, 500, self.dumps({"status": 0, "message": message}))
+
+    def route(self, scope: dict[str, Any]) -> tuple[Handler, tuple[str, ...]]:
+        """The handler of a request, after the loopback, Host and Origin checks; else HTTPError."""
+        if not is_loopback(scope.get("client")):
+            raise HTTPError(403, "/_opcli/ answers only clients on this machine (loopback)")
+        host = _header(scope, b"host")
+        if host and not _host_is_local(host):
+            raise HTTPError(403, f"/_opcli/ answers only requests to a local address, not to {host!r}")
+        origin = _header(scope, b"origin")
+        if scope["method"] not in ("GET", "HEAD") and origin and urlsplit(origin).netloc != host:
+            raise HTTPError(403, f"/_opcli/ refuses {scope['method']} from another origin ({origin})")
+        rest = scope["path"][len(PREFIX) :]
+        method = scope["method"]
+        for pattern, methods in self.routes:
+            match = pattern.fullmatch(rest)
+            if match:
+                if method not in methods:
+                    allow = ", ".join(methods)
+                    message = f"{method} is not allowed on {scope['path']} (allowed: {allow})"
+                    raise HTTPError(405, message, [(b"allow", allow.encode())])
+                return methods[method], match.groups()
+        raise HTTPError(404, f"nothing at {scope['path']}; the API is described at {PREFIX} and in the README")
+
+    def kept(self, seq_text: str) -> Entry:
+        """The kept line numbered ``seq_text``: 400 when that is no number, 404 when not kept."""
+        try:
+            seq = _integer(seq_text, 1)
+        except ValueError as exc:
+            raise HTTPError(400, f"seq {exc}") from None
+        entry = self.journal.get(seq)
+        if entry is None:
+            raise HTTPError(404, f"no line #{seq} is kept (forgotten, not yet written, or past listen.keep)")
+        return entry
+
+    # --- the API ---------------------------------------------------------------------------------
+
+    async def calls(self, scope: dict[str, Any], receive: Any, send: Any, args: tuple[str, ...]) -> None:
+        params = query(scope, "kind", "after")
+        lines = self.journal.entries(params.get("kind"), params.get("after", 0))
+        await respond(send, 200, self.dumps({"calls": [e.as_json() for e in lines]}))
+
+    async def one(self, scope: dict[str, Any], receive: Any, send: Any, args: tuple[str, ...]) -> None:
+        query(scope)
+        await respond(send, 200, self.dumps(self.kept(args[0]).as_json()))
+
+    async def forget(self, scope: dict[str, Any], receive: Any, send: Any, args: tuple[str, ...]) -> None:
+        query(scope)
+        self.journal.clear()
+        self._hand_over("clear")
+        await respond(send, 204, None)
+
+    async def curl(self, scope: dict[str, Any], receive: Any, send: Any, args: tuple[str, ...]) -> None:
+        query(scope)
+        entry = self.kept(args[0])
+        if entry.event == "call" and entry.kind == "unknown":
+            raise HTTPError(400, f"line #{entry.seq} is no call to an endpoint ({entry.method} {entry.path})")
+        base = f"{scope.get('scheme', 'http')}://{_header(scope, b'host') or 'localhost'}"
+        text = curl_of(entry, base, self.listener.site.webhook_encoding) + "\n"
+        if self.secret:
+            text = text.replace(self.secret, "***")
+        await respond(send, 200, text.encode("utf-8"), b"text/plain; charset=utf-8")
+
+    async def download(self, scope: dict[str, Any], receive: Any, send: Any, args: tuple[str, ...]) -> None:
+        """A file saved with ``--save-dir``: only one a kept line names, only from inside that directory."""
+        query(scope)
+        entry = self.kept(args[0])
+        files = getattr(entry, "files", [])
+        index = int(args[1]) if args[1].isdigit() else -1
+        if not 0 <= index < len(files):
+            raise HTTPError(404, f"line #{entry.seq} has no file {args[1]!r}")
+        saved, save_dir = files[index].get("saved_as"), self.listener.save_dir
+        if not saved or save_dir is None:
+            raise HTTPError(404, f"file {index} of line #{entry.seq} was not saved (listen --save-dir keeps files)")
+        path = Path(saved).resolve()
+        if not path.is_relative_to(save_dir.resolve()) or not path.is_file():
+            raise HTTPError(404, f"file {index} of line #{entry.seq} is no longer in {save_dir}")
+        name = str(files[index].get("filename") or path.name)
+        ascii_name = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:100] or "file"
+        disposition = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+        try:
+            handle = open(path, "rb")
+        except OSError as exc:
+            raise HTTPError(404, f"file {index} of line #{entry.seq} cannot be read: {exc.strerror}") from None
+        with handle:
+            size = handle.seek(0, 2)
+            handle.seek(0)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/octet-stream"),  # never rendered on this origin
+                        (b"content-length", str(size).encode()),
+                        (b"content-disposition", disposition.encode("latin-1")),
+                        *_COMMON_HEADERS,
+                    ],
+                }
+            )
+            while chunk := handle.read(1024 * 1024):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def wait(self, scope: dict[str, Any], receive: Any, send: Any, args: tuple[str, ...]) -> None:
+        """Long-poll until ``count`` call lines are kept: 200 with the first ``count``; 408 with what came."""
+        params = query(scope, "count", "kind", "after", "timeout")
+        if "count" not in params:
+            raise HTTPError(400, "count is missing: /_opcli/wait?count=N[&kind=K][&after=SEQ][&timeout=S]")
+        count, kind, after = params["count"], params.get("kind"), params.get("after", 0)
+        timeout = params.get("timeout", 10.0)
+        follower = Follower(after, backlog=sys.maxsize)  # drained at every wake: it never falls behind
+        self.followers.add(follower)  # before the snapshot: a line recorded meanwhile is not lost
+        found = self.journal.entries(kind, after, "call")
+        follower.after = max([after, *(e.seq or 0 for e in found)])
+        watcher = asyncio.create_task(_until_disconnect(receive, follower))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            while len(found) < count and not follower.ended and not self.closing:
+                try:
+                    await asyncio.wait_for(follower.wake.wait(), max(deadline - loop.time(), 0))
+                except asyncio.TimeoutError:
+                    break
+                found += [e for e in follower.take() if not isinstance(e, str) and _is_call(e, kind)]
+        finally:
+            self.followers.discard(follower)
+            watcher.cancel()
+        if follower.ended == "client gone":
+            return
+        lines = [e.as_json() for e in found[:count]]
+        if len(found) >= count:
+            await respond(send, 200, self.dumps({"calls": lines}))
+            return
+        came = f"{len(found)} came"
+        if self.closing:
+            status, message = 503, f"the listener is stopping; {came}"
+        else:
+            what = f"{count} {kind + ' ' if kind else ''}call{'s' * (count != 1)}"
+            status, message = 408, f"waited {timeout:g}s for {what}{f' after #{after}' if after else ''}; {came}"
+        await respond(send, status, self.dumps({"status": 0, "message": message, "calls": lines}))
+
+    async def events(self, scope: dict[str, Any], receive: Any, send: Any, args: tuple[str, ...]) -> None:
+        """Server-Sent Events: the kept lines after ``after`` (or ``Last-Event-ID``), then each new one."""
+        after = query(scope, "after").get("after", 0)
+        last_id = _header(scope, b"last-event-id").strip()
+        if last_id:
+            try:
+                after = _integer(last_id, 0)
+            except ValueError as exc:
+                raise HTTPError(400, f"Last-Event-ID {exc}") from None
+        if self.closing:
+            raise HTTPError(503, "the listener is stopping")
+        body = bytearray(b"retry: 1000\n\n")
+        if after > self.journal.seq:  # a seq this listener never wrote: the page saw an earlier run
+            after = 0
+            body += self.frame("clear")
+        follower = Follower(after)
+        self.followers.add(follower)
+        backlog = self.journal.entries(after=after)
+        watcher = asyncio.create_task(_until_disconnect(receive, follower))
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-store"),
+                        (b"x-accel-buffering", b"no"),
+                        *_COMMON_HEADERS,
+                    ],
+                }
+            )
+            for entry in backlog:
+                body += self.frame(entry)
+                follower.after = entry.seq or follower.after
+                if len(body) > 256 * 1024:
+                    await send({"type": "http.response.body", "body": bytes(body), "more_body": True})
+                    body.clear()
+            while not follower.ended:
+                if body:
+                    await send({"type": "http.response.body", "body": bytes(body), "more_body": True})
+                    body.clear()
+                try:
+                    await asyncio.wait_for(follower.wake.wait(), KEEPALIVE_SECONDS)
+                except asyncio.TimeoutError:
+                    body += b": keep-alive\n\n"
+                for item in follower.take():
+                    body += self.frame(item)
+            if follower.ended != "client gone":
+                await send({"type": "http.response.body", "body": bytes(body)})
+        finally:
+            self.followers.discard(follower)
+            watcher.cancel()
+
+    async def replay_route(self, scope: dict[str, Any], receive: Any, send: Any, args: tuple[str, ...]) -> None:
+        query(scope)
+        entry = self.kept(args[0])
+        if not isinstance(entry, Call) or not entry.counted:
+            what = "a callback" if isinstance(entry, Callback) else f"no call to an endpoint ({entry.path})"
+            raise HTTPError(400, f"line #{entry.seq} is {what}: only calls to the four endpoints are replayed")
+        status, answer = await self.replay(entry, scope)
+        await respond(send, status, self.dumps(answer))
+
+    async def replay(self, call: Call, scope: dict[str, Any]) -> tuple[int, Any]:
+        """Send ``call`` again to the listener's own endpoint (``opcli replay``'s core, with a valid token).
+
+        Answers ``(200, the new journal line)``, or an envelope: 400 when the line cannot be replayed
+        (a file that was not saved), 502 when the listener's own endpoint could not be reached.
+        """
+        from opcli.errors import UnreachableError, UsageError
+        from opcli.replay import replay_entry
+
+        host, port = scope["server"][:2]
+        own = f"{scope.get('scheme', 'http')}://{f'[{host}]' if ':' in host else host}:{port}"
+        before = self.listener.journal.seq
+        try:
+            # replay_entry blocks until the reply came, and the reply comes from this very loop
+            await asyncio.to_thread(replay_entry, call.as_json(), self.listener.site, base_url=own)
+        except UsageError as exc:
+            return 400, {"status": 0, "message": str(exc)}
+        except UnreachableError as exc:
+            return 502, {"status": 0, "message": str(exc)}
+        new = next(
+            (e for e in self.listener.journal.entries(after=before) if getattr(e, "replay_of", None) == call.seq),
+            None,
+        )
+        if new is None:  # journaled but no longer kept (DELETE, or listen.keep exceeded meanwhile)
+            return 200, {"status": 1, "message": f"replayed #{call.seq}; its line is no longer kept"}
+        return 200, new.as_json()
+
+    async def faults(self, scope: dict[str, Any], receive: Any, send: Any, args: tuple[str, ...]) -> None:
+        """The listener's fault rules: GET them, PUT a JSON list of SPEC strings, DELETE them all."""
+        query(scope)
+        rules = self.listener.faults
+        method = scope["method"]
+        if method in ("GET", "HEAD"):
+            await respond(send, 200, self.dumps(rules.specs()))
+            return
+        if method == "DELETE":
+            rules.clear()
+            await respond(send, 204, None)
+            return
+        specs = await read_json(receive, "a JSON list of fault SPEC strings")
+        if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
+            raise HTTPError(400, 'the body must be a JSON list of fault SPEC strings, e.g. ["user_info:delay=5"]')
+        try:
+            rules.replace(specs)
+        except ValueError as exc:
+            raise HTTPError(400, f"bad fault: {exc}") from None
+        await respond(send, 200, self.dumps(rules.specs()))
+
+    # --- the page --------------------------------------------------------------------------------
+
+    async def page(self, scope: dict[str, Any], receive: Any, send: Any, args: tuple[str, ...]) -> None:
+        name, content_type = _STATIC[args[0]]
+        if name not in self._static:
+            self._static[name] = resources.files("opcli.listener").joinpath("static", name).read_bytes()
+        await respond(send, 200, self._static[name], content_type.encode(), _PAGE_HEADERS)
+
+
+def _is_call(entry: Entry, kind: str | None) -> bool:
+    return entry.event == "call" and (kind is None or entry.kind == kind)
+
+
+async def read_json(receive: Any, what: str) -> Any:
+    """The request body as JSON: 413 past MAX_PUT_BYTES, 400 when it is not JSON."""
+    body = bytearray()
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HTTPError(400, "the client disconnected before the body ended")
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if len(body) > MAX_PUT_BYTES:
+            raise HTTPError(413, f"the body is over {MAX_PUT_BYTES} bytes")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise HTTPError(400, f"the body is not JSON; expected {what}") from None
+
+
+async def respond(
+    send: Any,
+    status: int,
+    body: bytes | None,
+    content_type: bytes = b"application/json",
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """One whole response (no body for 204)."""
+    data = body or b""
+    start_headers = [(b"content-length", str(len(data)).encode()), *_COMMON_HEADERS, *(headers or [])]
+    if status != 204:
+        start_headers.insert(0, (b"content-type", content_type))
+    await send({"type": "http.response.start", "status": status, "headers": start_headers})
+    await send({"type": "http.response.body", "body": data})
