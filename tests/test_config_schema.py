@@ -46,7 +46,10 @@ def test_every_key_the_loader_knows_is_described(section, spec):
         for part in dotted.split("."):
             assert node.get("additionalProperties") is False, f"{section}: {dotted}: unknown keys must be refused"
             node = node["properties"][part]
-        assert node is not UNDESCRIBED and node, f"{section}.{dotted}: its converter has no schema fragment"
+        assert node is not UNDESCRIBED and node, (
+            f"{section}.{dotted}: its converter has no schema fragment: decorate it with @fragment({{...}}) in "
+            "config/checks.py (or use FreeForm(schema) for a key that listen_section checks itself)"
+        )
 
 
 @pytest.mark.parametrize("path", [SAMPLE, BUILTIN], ids=["sample-config.yaml", "defaults.yaml"])
