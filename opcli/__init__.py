@@ -7,7 +7,8 @@ imports httpx, starlette or uvicorn:
 - errors: ``OpcliError``, ``ConfigError``, ``UsageError``, ``RemoteError``, ``UnreachableError``
 - the contract: ``UserInfo``, ``MediaReply``, ``Photo``, ``check_reply``
 - the site's side: ``send_message``, ``send_batch``
-- the panel's side: ``fetch`` (a webhook called and judged), ``send_reply``, ``run_checks``
+- the panel's side: ``fetch`` (a webhook called and judged), ``send_reply``, ``run_checks`` (``fuzz=N`` too)
+- the contract as data: ``build_spec`` (OpenAPI 3.1), ``config_schema`` (the config's JSON Schema)
 - the listener: ``create_app``, ``serve``, ``ListenerThread``, ``Call``, ``Callback``, ``Journal``
 - replay: ``replay_entry`` (one journaled call sent again)
 """
@@ -37,6 +38,8 @@ _EXPORTS = {
     "fetch": "opcli.panel",
     "send_reply": "opcli.panel",
     "run_checks": "opcli.conformance",
+    "build_spec": "opcli.spec",
+    "config_schema": "opcli.config.schema",
     "create_app": "opcli.listener",
     "serve": "opcli.listener",
     "ListenerThread": "opcli.listener",

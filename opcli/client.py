@@ -87,15 +87,21 @@ class Outgoing:
             "file": file,
         }
 
-    def curl(self) -> str:
-        """The same request as a ``curl`` command line, the token read from ``$OPCLI_TOKEN``."""
+    def curl(self, token: str | None = None) -> str:
+        """The same request as a ``curl`` command line, the token read from ``$OPCLI_TOKEN``.
+
+        With ``token``, only ``token`` fields holding that value read it from the variable; others
+        (a wrong or empty token that ``check --fuzz`` sent) are shown as they were sent.
+        """
         flag = "--form-string" if self.multipart else "--data-urlencode"
         parts = ["curl", "-sS", "-X", "POST", shlex.quote(self.url)]
         for name, value in self.fields:
-            if name == "token":
+            if name == "token" and (token is None or value == token):
                 parts += [flag, '"token=$OPCLI_TOKEN"']
             else:
-                parts += [flag, shlex.quote(f"{name}={value}")]
+                # --data-urlencode encodes only what follows the first "=": the name goes as written
+                shown = name if self.multipart else quote_plus(name, safe="[]")
+                parts += [flag, shlex.quote(f"{shown}={value}")]
         if self.file is not None:
             parts += ["-F", shlex.quote(f"{self.file_field}=@{self.file};type={self.file_type}")]
         return " ".join(parts)

@@ -30,9 +30,12 @@ class Check:
     detail: str
     ms: float
     unreachable: bool = False
+    #: ``check --fuzz``: each kind of failure with its smallest input (``kind``, ``reason``, ``input``, ``curl``)
+    failures: list[dict[str, str]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail, "ms": round(self.ms, 1)}
+        shown = {"name": self.name, "ok": self.ok, "detail": self.detail, "ms": round(self.ms, 1)}
+        return shown if self.failures is None else {**shown, "failures": self.failures}
 
 
 @dataclass
@@ -125,14 +128,19 @@ def run_checks(
     http: httpx.Client | None = None,
     timeout: float | None = None,
     on_check: Callable[[Check], None] | None = None,
+    fuzz: int = 0,
+    fuzz_seed: int | None = None,
 ) -> Report:
     """Run the suite against ``site``; ``on_check`` sees each check as it ends.
 
-    Raises UnreachableError when no call reached the site at all.
+    ``fuzz`` adds that many generated hostile calls per webhook (``opcli.fuzz``), ``fuzz_seed``
+    makes them repeatable. Raises UnreachableError when no call reached the site at all.
     """
     if http is None:
         with make_client(site, timeout) as own:
-            return run_checks(site, user, bot, send_messages, http=own, on_check=on_check)
+            return run_checks(
+                site, user, bot, send_messages, http=own, on_check=on_check, fuzz=fuzz, fuzz_seed=fuzz_seed
+            )
     client = http
     checks: list[Check] = []
     timeout = client.timeout.read or site.timeout
@@ -164,6 +172,13 @@ def run_checks(
     checks.append(latency)
     if on_check:
         on_check(latency)
+    if fuzz:
+        from opcli.fuzz import fuzz_checks
+
+        for check in fuzz_checks(site, client, user, bot, fuzz, fuzz_seed, send_messages):
+            checks.append(check)
+            if on_check:
+                on_check(check)
     return Report(site.name, checks)
 
 

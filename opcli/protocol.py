@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Union
 
-from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
 ACTION_MESSAGE_SENT = "message_sent"
 #: The four calls of the protocol, by the name the config and the journal use.
@@ -47,9 +47,14 @@ FILE_FIELD = "attach"
 #: The largest id opcli sends or accepts: ids are 64-bit signed integers on the deployed panel.
 MAX_ID = 2**63 - 1
 
+#: What ``is_url`` accepts (the contract's URLs); also a JSON Schema ``pattern``.
+URL_PATTERN = r"^https?://[^\s/]+"
+#: The envelope ``status`` values that mean failure.
+FAILED_STATUSES = (0, False, "0")
+
 _BRACKET = re.compile(r"^attaches\[(\d+)\]\[(file_url|big)\]$")
 _DIGITS = re.compile(r"^[0-9]+$")
-_URL = re.compile(r"^https?://[^\s/]+")
+_URL = re.compile(URL_PATTERN)
 
 
 def mask_token(token: str | None) -> str:
@@ -155,7 +160,7 @@ def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tup
 
 def envelope_failed(body: Any) -> bool:
     """True when a reply is the panel's envelope saying ``"status": 0`` or ``false``."""
-    return isinstance(body, dict) and "status" in body and body["status"] in (0, False, "0")
+    return isinstance(body, dict) and "status" in body and body["status"] in FAILED_STATUSES
 
 
 def envelope_message(body: Any) -> str:
@@ -182,11 +187,13 @@ class _Strict(BaseModel):
 class Photo(_Strict):
     """A photo of a ``message_sent`` call: the original and its thumbnail."""
 
-    file_url: StrictStr
-    big: StrictStr
+    file_url: StrictStr = Field(description="URL of the original photo (the panel fetches it)")
+    big: StrictStr = Field(description="URL of a thumbnail, usually 200x200")
 
 
 class CustomAttr(_Strict):
+    """An extra attribute of a profile, shown by the panel as ``name: value``."""
+
     name: StrictStr
     value: Union[StrictStr, StrictInt, StrictFloat]  # noqa: UP007 (pydantic on 3.10)
 
@@ -194,19 +201,21 @@ class CustomAttr(_Strict):
 class UserInfo(_Strict):
     """The reply of the user-info webhook."""
 
-    id: StrictInt
-    name: StrictStr
-    gender: StrictStr
-    avatar: StrictStr
-    balance: StrictStr
-    location: StrictStr
-    about: StrictStr
-    custom: list[CustomAttr]
+    id: StrictInt = Field(description="the user's id: the requested user_id")
+    name: StrictStr = Field(description="display name")
+    gender: StrictStr = Field(description="free text, e.g. male, female")
+    avatar: StrictStr = Field(description='URL of the avatar, or ""')
+    balance: StrictStr = Field(description='the balance as text, e.g. "12.50" (a string, not a number)')
+    location: StrictStr = Field(description="free text")
+    about: StrictStr = Field(description="free text")
+    custom: list[CustomAttr] = Field(description="extra attributes, each {name, value}")
 
 
 class MediaItem(_Strict):
-    url: StrictStr
-    big: StrictStr | None = None
+    """A private photo of a user."""
+
+    url: StrictStr = Field(description="URL of the original")
+    big: StrictStr | None = Field(None, description="URL of a thumbnail; without it the panel shows the original")
 
 
 class MediaReply(_Strict):

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from opcli import __version__
-from opcli.cli import config, demo, listen, panel, replay, send
+from opcli.cli import config, demo, listen, panel, replay, send, spec
 from opcli.cli.common import State, guard
 
 app = typer.Typer(
@@ -27,7 +27,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-config_app = typer.Typer(help="Write, validate and show the config.", no_args_is_help=True)
+config_app = typer.Typer(help="Write, validate and show the config, and print its JSON Schema.", no_args_is_help=True)
 
 
 def _version(value: bool) -> None:
@@ -91,10 +91,12 @@ for name, fn, target in (
     ("check", panel.check, app),
     ("demo", demo.demo, app),
     ("replay", replay.replay, app),
+    ("spec", spec.spec, app),
     ("completion", completion, app),
     ("init", config.init, config_app),
     ("validate", config.validate, config_app),
     ("show", config.show, config_app),
+    ("schema", config.schema, config_app),
 ):
     target.command(name)(guard(fn))
 app.add_typer(config_app, name="config")

@@ -68,3 +68,12 @@ def show(ctx: typer.Context, json_out: Json = False) -> None:
         import yaml
 
         out.line(yaml.safe_dump(shown, sort_keys=False, allow_unicode=True).rstrip())
+
+
+def schema(ctx: typer.Context) -> None:
+    """Print the JSON Schema of the config file (for editors: see the README)."""
+    import json
+
+    from opcli.config.schema import config_schema
+
+    state(ctx).output().write(json.dumps(config_schema(), indent=2) + "\n")

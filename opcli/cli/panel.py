@@ -113,6 +113,20 @@ def check(
             "--junit", metavar="FILE", help="Write a JUnit XML report to FILE.", dir_okay=False, show_default=False
         ),
     ] = None,
+    fuzz: Annotated[
+        int,
+        typer.Option(
+            "--fuzz",
+            metavar="N",
+            min=0,
+            help="Add N generated hostile calls per webhook (Hypothesis), each failure shown as curl.",
+            show_default=False,
+        ),
+    ] = 0,
+    fuzz_seed: Annotated[
+        int | None,
+        typer.Option("--fuzz-seed", metavar="S", help="Make --fuzz repeatable.", show_default=False),
+    ] = None,
     timeout: Timeout = None,
     json_out: Json = False,
 ) -> None:
@@ -124,17 +138,34 @@ def check(
     if user is None or (send_messages and bot is None):
         missing = "--user" if user is None else "--bot"
         raise UsageError(f"give {missing} or set check.{missing[2:]} for site '{site.name}' in the config")
-    run_check(st.output(json_out), site, user, bot or 0, send_messages, timeout, junit)
+    if fuzz_seed is not None and not fuzz:
+        raise UsageError("--fuzz-seed needs --fuzz N")
+    run_check(st.output(json_out), site, user, bot or 0, send_messages, timeout, junit, fuzz, fuzz_seed)
 
 
 def run_check(
-    out: Any, site: Any, user: int, bot: int, send_messages: bool, timeout: float | None, junit: Path | None = None
+    out: Any,
+    site: Any,
+    user: int,
+    bot: int,
+    send_messages: bool,
+    timeout: float | None,
+    junit: Path | None = None,
+    fuzz: int = 0,
+    fuzz_seed: int | None = None,
 ) -> None:
     """Run the suite, show it (rows as they finish, or the JSON report), write JUnit; failures are exit 1."""
     from opcli.conformance import junit_xml, run_checks
 
     report = run_checks(
-        site, user, bot, send_messages, timeout=timeout, on_check=None if out.json_mode else out.check_row
+        site,
+        user,
+        bot,
+        send_messages,
+        timeout=timeout,
+        on_check=None if out.json_mode else out.check_row,
+        fuzz=fuzz,
+        fuzz_seed=fuzz_seed,
     )
     if out.json_mode:
         out.json(report.as_dict())

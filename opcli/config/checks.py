@@ -47,6 +47,37 @@ def _interpolate(text: str, where: str, errors: list[str], strict: bool, name: s
     return out
 
 
+# --- converters: each checks a value and carries the JSON Schema of what it accepts ----------
+#
+# ``opcli config schema`` is built from these specs and fragments (config/schema.py), so a key
+# added to a spec is in the schema; tests fail for a converter without a fragment.
+
+#: A string holding ``${VAR}``: interpolated before it is converted, so it may stand for any value.
+VARIABLE = {"type": "string", "pattern": r"\$\{"}
+_NUMERIC = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
+_INTEGER = r"^\s*[+-]?[0-9]+\s*$"
+
+
+def fragment(schema: dict[str, Any]) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
+    """Attach ``schema`` (what the converter accepts, as JSON Schema) to a converter."""
+
+    def attach(conv: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        conv.schema = schema  # type: ignore[attr-defined]
+        return conv
+
+    return attach
+
+
+class FreeForm:
+    """A key that ``walk`` leaves alone (``listen_section`` checks it); ``schema`` describes it.
+
+    ``#/definitions/...`` references are resolved by config/schema.py.
+    """
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = schema
+
+
 def type_name(value: Any) -> str:
     if value is None:
         return "nothing"
@@ -59,12 +90,14 @@ def type_name(value: Any) -> str:
     return "a list" if isinstance(value, list) else "a mapping"
 
 
+@fragment({"type": "string"})
 def _str(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type_name(value)}")
     return value
 
 
+@fragment({"anyOf": [{"type": "string", "pattern": "^https?://"}, VARIABLE]})
 def _url(value: Any) -> str:
     value = _str(value)
     parts = urlsplit(value)
@@ -88,6 +121,7 @@ def _number(value: Any, cast: Callable[[str], Any]) -> Any:
     return value
 
 
+@fragment({"anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": _NUMERIC}, VARIABLE]})
 def _timeout(value: Any) -> float:
     value = float(_number(value, float))
     if value <= 0:
@@ -103,9 +137,11 @@ def _int_range(low: int, high: int | None = None) -> Callable[[Any], int]:
             raise ValueError(f"expected a whole number {bound}, got {value!r}")
         return value
 
-    return conv
+    limits = {"minimum": low, **({"maximum": high} if high is not None else {})}
+    return fragment({"anyOf": [{"type": "integer", **limits}, {"type": "string", "pattern": _INTEGER}, VARIABLE]})(conv)
 
 
+@fragment({"type": ["boolean", "string"]})
 def _bool_or_path(value: Any) -> bool | str:
     if isinstance(value, bool):
         return value
@@ -121,6 +157,7 @@ def _bool_or_path(value: Any) -> bool | str:
     raise ValueError(f"expected true, false or a CA bundle path, got {type_name(value)}")
 
 
+@fragment({"type": "boolean"})  # a ${VAR} would give a string, which is refused
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {type_name(value)}")
@@ -135,9 +172,11 @@ def _choice(*choices: Any) -> Callable[[Any], Any]:
             raise ValueError(f"expected one of {', '.join(map(str, choices))}, got {value!r}")
         return value
 
-    return conv
+    digits = [str(c) for c in choices if isinstance(c, int)]  # "404" is read as 404
+    return fragment({"anyOf": [{"enum": [*choices, *digits]}, VARIABLE]})(conv)
 
 
+SITE_REQUIRED = ("token",)
 _SITE_SPEC: dict[str, Any] = {
     "panel_url": _url,
     "token": _str,
@@ -167,7 +206,7 @@ def walk(spec: dict, node: Any, path: str, where: str, errors: list[str], strict
         if isinstance(spec[key], dict):
             out[key] = walk(spec[key], value, path, value_where, errors, strict, name)
             continue
-        if spec[key] is None:
+        if spec[key] is None or isinstance(spec[key], FreeForm):
             continue
         if isinstance(value, str) and "${" in value:
             value = _interpolate(value, value_where, errors, strict, name)
@@ -183,9 +222,9 @@ def walk(spec: dict, node: Any, path: str, where: str, errors: list[str], strict
 def check_site(name: str, node: Any, path: str, where: str, errors: list[str], strict: bool) -> Site | None:
     before = len(errors)
     values = walk(_SITE_SPEC, node, path, where, errors, strict, f"sites.{name}")
-    if isinstance(node, dict) and "token" not in node:
-        errors.append(f"{where}: site '{name}' has no token")
-    if len(errors) > before or "token" not in values:
+    if isinstance(node, dict):
+        errors += [f"{where}: site '{name}' has no {key}" for key in SITE_REQUIRED if key not in node]
+    if len(errors) > before or any(key not in values for key in SITE_REQUIRED):
         return None
     check = values.pop("check", {})
     return Site(name=name, source=path, check=check, **values)
@@ -233,6 +272,7 @@ def _id_map(node: Any, path: str, where: str, errors: list[str], dotted: str) ->
     return out
 
 
+@fragment({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": _NUMERIC}, VARIABLE]})
 def _seconds(value: Any) -> float:
     value = float(_number(value, float))
     if value < 0:
@@ -240,6 +280,7 @@ def _seconds(value: Any) -> float:
     return value
 
 
+@fragment({"type": "array", "uniqueItems": True, "items": {"enum": ["user_info", "user_media"]}})
 def _fetch(value: Any) -> tuple[str, ...]:
     kinds = ("user_info", "user_media")
     if not isinstance(value, list):
@@ -252,6 +293,7 @@ def _fetch(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+@fragment({"type": ["string", "null"]})
 def _template(value: Any) -> str | None:
     if value is None:
         return None
@@ -286,13 +328,13 @@ LISTEN_SPEC: dict[str, Any] = {
     "strict": _bool,
     "unknown_user": _choice("template", 404),
     "seed": _int_range(0),
-    "faults": None,  # a list of SPEC strings, each checked by listen_section
+    "faults": FreeForm({"type": ["array", "null"], "items": {"type": "string"}}),  # each SPEC checked by listen_section
     "operator": _OPERATOR_SPEC,
     "timeouts": {"idle": _timeout, "headers": _timeout, "body": _timeout},
     # free-form canned replies: interpolated and contract-checked by listen_section
-    "user_template": None,
-    "users": None,
-    "media": None,
+    "user_template": FreeForm({"anyOf": [{"$ref": "#/definitions/Profile"}, {"type": "null"}]}),
+    "users": FreeForm({"$ref": "#/definitions/Users"}),
+    "media": FreeForm({"$ref": "#/definitions/Media"}),
 }
 
 
