@@ -78,7 +78,12 @@ class Outgoing:
     def curl(self) -> str:
         """The same request as a ``curl`` command line, the token read from ``$OPCLI_TOKEN``."""
         flag = "--form-string" if self.multipart else "--data-urlencode"
-        parts = ["curl", "-sS", "-X", "POST", shlex.quote(self.url)]
+        token = next((value for name, value in self.fields if name == "token"), "")
+        url = shlex.quote(self.url)
+        if token and token in self.url:  # a token in the URL (?token=...) is read from $OPCLI_TOKEN too
+            pieces = [re.sub(r'([$`"\\])', r"\\\1", piece) for piece in self.url.split(token)]
+            url = '"' + "$OPCLI_TOKEN".join(pieces) + '"'
+        parts = ["curl", "-sS", "-X", "POST", url]
         for name, value in self.fields:
             if name == "token":
                 parts += [flag, '"token=$OPCLI_TOKEN"']

@@ -15,9 +15,11 @@ import typer
 from opcli import __version__
 from opcli.cli import config, demo, listen, panel, send
 from opcli.cli.common import State, guard
+from opcli.cli.usage import OpcliGroup
 
 app = typer.Typer(
     name="opcli",
+    cls=OpcliGroup,  # global options after the command too, one-line usage errors, the help epilog
     help="Test and script integrations with the Operator API (site <-> operator panel).",
     add_completion=False,
     no_args_is_help=True,
@@ -44,7 +46,7 @@ def _main(
             "-c",
             "--config",
             metavar="PATH",
-            help="Config file (default: $OPCLI_CONFIG, ./opcli.yaml, user dir, built-in).",
+            help="Config file (default: $OPCLI_CONFIG, ./opcli.yaml, the user config dir, built-in).",
             show_default=False,
         ),
     ] = None,
@@ -54,8 +56,7 @@ def _main(
             "-s",
             "--site",
             metavar="NAME",
-            envvar="OPCLI_SITE",
-            help="Site of the config to use (default: default_site).",
+            help="Site of the config to use (default: $OPCLI_SITE, then the config's default_site).",
             show_default=False,
         ),
     ] = None,
@@ -71,7 +72,14 @@ def _main(
 def completion(
     shell: Annotated[str, typer.Argument(metavar="bash|zsh|fish", help="The shell to complete in.")],
 ) -> None:
-    """Print the shell completion script (e.g. eval "$(opcli completion bash)" in ~/.bashrc)."""
+    """Print the shell completion script.
+
+    \b
+    Examples:
+      eval "$(opcli completion bash)"      # in ~/.bashrc
+      eval "$(opcli completion zsh)"       # in ~/.zshrc
+      opcli completion fish > ~/.config/fish/completions/opcli.fish
+    """
     from typer._completion_shared import get_completion_script
 
     from opcli.errors import UsageError
