@@ -299,7 +299,7 @@ def unreachable(url: str, exc: Exception, timeout: float | None = None) -> Unrea
         elif "name or service" in lowered or "nodename" in lowered or "getaddrinfo" in lowered:
             cause = f"host not found ({text})"
         elif "ssl" in lowered or "certificate" in lowered:
-            cause = f"TLS error ({text})"
+            cause = f"TLS error ({text}){_tls_hint(lowered)}"
         else:
             cause = text
     elif isinstance(
@@ -315,6 +315,15 @@ def unreachable(url: str, exc: Exception, timeout: float | None = None) -> Unrea
     else:
         cause = text
     return UnreachableError(f"cannot reach {url}: {cause}")
+
+
+def _tls_hint(error: str) -> str:
+    """What to do about a TLS failure, by what OpenSSL said."""
+    if "certificate_verify_failed" in error or "certificate verify failed" in error:
+        return "; a self-signed or private CA? set the site's `verify: /path/to/CA.pem` (or `verify: false` to test)"
+    if any(s in error for s in ("wrong_version_number", "wrong version number", "record layer", "packet length")):
+        return "; does the server speak plain HTTP? use an http:// URL"
+    return ""
 
 
 def to_reply(out: Outgoing, status: int, headers: Any, body: bytes, started: float) -> Reply:

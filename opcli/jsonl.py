@@ -17,5 +17,6 @@ def dumps(obj: Any, indent: int | None = None) -> str:
 
 def line(obj: Any, indent: int | None = None) -> bytes:
     """One JSON document as a UTF-8 line, ``\\n`` included: what the journal and ``--json`` write."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(", " if indent is None else ",", ": "), default=str, indent=indent)
+    separators = (", " if indent is None else ",", ": ")
+    text = json.dumps(obj, ensure_ascii=False, separators=separators, default=str, indent=indent)
     return (text + "\n").encode("utf-8", "backslashreplace")

@@ -110,7 +110,8 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
         if not secret:
             continue
         mask = mask_token(secret)
-        forms = {secret, quote(secret, safe=""), quote_plus(secret, safe=""), json.dumps(secret, ensure_ascii=False)[1:-1]}
+        in_json = json.dumps(secret, ensure_ascii=False)[1:-1]
+        forms = {secret, quote(secret, safe=""), quote_plus(secret, safe=""), in_json}
         for form in sorted(forms, key=len, reverse=True):
             if form not in text:
                 continue

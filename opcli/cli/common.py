@@ -130,6 +130,7 @@ def state(ctx: typer.Context) -> State:
 
 # --- shared options ------------------------------------------------------------------------
 
+
 def _id(value: Any) -> int:
     """The ``parser`` of id options: the protocol's one id rule (0 to 2^63-1)."""
     from opcli.protocol import id_of

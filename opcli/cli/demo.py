@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from opcli.cli.common import State, state
+from opcli.cli.common import Env, Json, State, state
 
 
 def run_command(argv: list[str], run_state: State) -> int:
@@ -23,8 +23,20 @@ def run_command(argv: list[str], run_state: State) -> int:
     return code or 0
 
 
-def demo(ctx: typer.Context) -> None:
-    """Start a listener on a free port and run send, user-info, user-media, reply and check against it."""
+def demo(ctx: typer.Context, json_out: Json = False) -> None:
+    """Play both sides on a local listener: send, user-info, user-media, reply, check.
+
+    Starts the listener on a free port and runs the real commands against it, showing each one.
+    --json runs each step with --json and prints one document: {"ok", "listener", "steps":
+    [{"title", "command", "exit_code", "output", "stderr"}], "calls", "rejected"}.
+
+    \b
+    Examples:
+      opcli demo
+      opcli demo --json
+    """
+    import io
+    import json
     import tempfile
     from pathlib import Path
 
@@ -34,13 +46,14 @@ def demo(ctx: typer.Context) -> None:
 
     st = state(ctx)
     config = st.load(listen=True)
-    out = st.output()
+    out = st.output(json_out)
+    show = out.line if not json_out else lambda *args, **kwargs: None  # --json: only the document
     user, bot = config.site.check.get("user", 42), config.site.check.get("bot", 7)
-    failed: list[str] = []
+    done: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="opcli-demo-") as tmp, ListenerThread(config) as listener:
         # every step is a real command line, run on a config whose site is this listener
-        local = State(env=st.env, config=dataclasses.replace(config, site=listener.site))
-        out.line(
+        site_config = dataclasses.replace(config, site=listener.site)
+        show(
             f"Listener ready: {listener.url} (site '{listener.site.name}', token {mask_token(listener.token)})",
             style="bold",
         )
@@ -58,20 +71,33 @@ def demo(ctx: typer.Context) -> None:
             ("the conformance suite", ["check", "--send"]),
         ]  # fmt: skip
         for title, argv in steps:
-            argv = [str(arg) for arg in argv]
-            out.line("")
-            out.line(f"== {title}: opcli {shlex.join(argv)}", style="bold cyan")
-            if run_command(argv, local):
-                failed.append(title)
+            argv = [str(arg) for arg in argv] + (["--json"] if json_out else [])
+            show("")
+            show(f"== {title}: opcli {shlex.join(argv)}", style="bold cyan")
+            env = st.env
+            if json_out:  # each step's output becomes part of the one document
+                env = Env(io.StringIO(), io.StringIO(), st.env.stdin, st.env.environ)
+            code = run_command(argv, State(env=env, config=site_config, secrets=st.secrets))
+            step = {"title": title, "command": f"opcli {shlex.join(argv)}", "exit_code": code}
+            if json_out:
+                text = env.stdout.getvalue()
+                step["output"] = json.loads(text) if text.strip() else None
+                step["stderr"] = env.stderr.getvalue()
+            done.append(step)
         calls = listener.calls
-    out.line("")
+    failed = [step["title"] for step in done if step["exit_code"]]
+    rejected = sum(1 for c in calls if c.rejected)
+    if json_out:
+        out.document(
+            {"ok": not failed, "listener": listener.url, "steps": done, "calls": len(calls), "rejected": rejected}
+        )
+    show("")
     if failed:
         out.error(f"demo: {len(failed)} of {len(steps)} steps failed: {', '.join(failed)}")
         raise typer.Exit(1)
-    rejected = sum(1 for c in calls if c.rejected)
-    out.line(
+    show(
         f"Demo finished: all {len(steps)} steps worked. The listener received {len(calls)} calls ({rejected} "
         "rejected on purpose by the token and bad-id checks).",
         style="bold green",
     )
-    out.line("Next: run `opcli listen` in one terminal and the same commands in another.")
+    show("Next: run `opcli listen` in one terminal and the same commands in another.")

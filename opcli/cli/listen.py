@@ -69,7 +69,19 @@ def listen(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Write every call as a JSON line on stdout.")] = False,
 ) -> None:
-    """Serve the site's webhooks and the panel's endpoint locally; print every call."""
+    """Stand in for the site and the panel: serve their endpoints locally, print every call.
+
+    Serves the panel's Operator API endpoint and the site's three webhooks at the paths of the
+    selected site's URLs, answers with canned data, and prints each call (--json: one JSON line per
+    call, after a {"event": "ready", ...} line). Exit 0 when every counted call was accepted, 1 when
+    any was rejected, 124 when --timeout ran out before --count calls came.
+
+    \b
+    Examples:
+      opcli listen
+      opcli listen --port 0 --count 1 --timeout 60 --json > calls.jsonl
+      opcli listen --journal calls.jsonl --save-dir uploads/
+    """
     from opcli.listener import serve
 
     st = state(ctx)
@@ -78,6 +90,7 @@ def listen(
 
     def announce(ready: Any) -> None:
         out.note(f"Ready: {ready.url}", style="bold")
+        _open_to_the_network(out, ready.url)
         if not json_out:
             for kind, endpoint in ready.endpoints.items():
                 out.note(f"  {kind:<13} POST {endpoint}")
@@ -101,5 +114,34 @@ def listen(
         show=show,
         announce=announce,
     )
-    out.note(f"Stopped ({outcome.reason}): {outcome.counted} calls, {outcome.rejected} rejected")
+    out.note(f"Stopped ({outcome.reason}): {outcome.counted} calls, {outcome.rejected} rejected{_elsewhere(outcome)}")
     raise typer.Exit(outcome.exit_code)
+
+
+def _elsewhere(outcome: Any) -> str:
+    """The calls to no endpoint (a wrong path, a GET), named: they are why --count may never be reached."""
+    paths = outcome.tally.unknown
+    if not paths:
+        return ""
+    distinct = list(dict.fromkeys(paths))
+    shown = ", ".join(distinct[:3]) + (", ..." if len(distinct) > 3 else "")
+    return f"; {len(paths)} call{'s' * (len(paths) != 1)} to an unknown path ({shown})"
+
+
+def _open_to_the_network(out: Any, url: str) -> None:
+    """On a wildcard address, say that anyone on the network can call it, and give URLs that work."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.hostname not in ("0.0.0.0", "::"):
+        return
+    import socket
+
+    try:  # the address of the interface that routes outwards (no packet is sent)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            address = probe.getsockname()[0]
+    except OSError:
+        address = socket.gethostname()
+    out.warn("listening on every interface: the endpoints are open to anyone on the network")
+    out.note(f"  reach it as http://127.0.0.1:{parts.port} here, or http://{address}:{parts.port} from elsewhere")

@@ -14,11 +14,10 @@ from typing import Any
 from opcli.cli.common import Env
 from opcli.jsonl import dumps
 
-
 # Control characters received from the other side must not reach the terminal as such (an ESC
 # could forge an "ok 200" line): C0 (newline too, in a one-line item), DEL, C1 and the bidi
 # overrides become escapes.
-_CONTROLS = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_CONTROLS = [*range(0x20), 0x7F, *range(0x80, 0xA0), 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
 _NAMED = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
 _ESCAPES = {c: _NAMED.get(c, f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in _CONTROLS}
 _ESCAPES_KEEP_NEWLINE = {c: e for c, e in _ESCAPES.items() if c != 0x0A}
