@@ -107,5 +107,5 @@ app.add_typer(config_app, name="config")
 
 
 def main() -> None:
-    """The console script."""
-    app()
+    """The console script (also ``python -m opcli``: the same name, so that completion works the same)."""
+    app(prog_name="opcli")

@@ -24,7 +24,9 @@ def run_command(argv: list[str], run_state: State) -> int:
 
 
 def demo(ctx: typer.Context, json_out: Json = False) -> None:
-    """Play both sides on a local listener: send, user-info, user-media, reply, check.
+    """Play both sides against a local listener, step by step.
+
+    The steps: send, user-info, user-media, reply, check.
 
     Starts the listener on a free port and runs the real commands against it, showing each one.
     --json runs each step with --json and prints one document: {"ok", "listener", "steps":

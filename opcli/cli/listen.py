@@ -69,7 +69,9 @@ def listen(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Write every call as a JSON line on stdout.")] = False,
 ) -> None:
-    """Stand in for the site and the panel: serve their endpoints locally, print every call.
+    """Stand in for the site and the panel; print every call.
+
+    Serves their endpoints locally.
 
     Serves the panel's Operator API endpoint and the site's three webhooks at the paths of the
     selected site's URLs, answers with canned data, and prints each call (--json: one JSON line per

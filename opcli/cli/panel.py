@@ -42,7 +42,7 @@ def user_info(
     verbose: Verbose = False,
     json_out: Json = False,
 ) -> None:
-    """Open a user's profile as the panel does, and check the reply.
+    """Open a user's profile as the panel does; check it.
 
     POSTs token and user_id to the site's user-info webhook and checks the reply against the
     contract; violations go to stderr and make exit 1. --json prints the profile object
@@ -64,7 +64,7 @@ def user_media(
     verbose: Verbose = False,
     json_out: Json = False,
 ) -> None:
-    """Open a user's private media as the panel does, and check the reply.
+    """Open a user's private media as the panel does; check it.
 
     POSTs token and user_id to the site's user-media webhook and checks the reply against the
     contract. --json prints {"media": [{"url", "big"}, ...]}.
@@ -88,7 +88,7 @@ def reply(
     verbose: Verbose = False,
     json_out: Json = False,
 ) -> None:
-    """Send an operator's reply to a site user, as the panel does.
+    """Send an operator's reply to a user, as the panel does.
 
     POSTs to the site's send-message webhook: user_id is the bot, contact_id the user. --json
     prints the site's reply body (null when it is not JSON).
@@ -96,7 +96,7 @@ def reply(
     \b
     Examples:
       opcli reply --bot 7 --user 42 -m "Hi! How are you?"
-      opcli reply --bot 7 --user 42 -m "A photo for you" --attach examples/photo.jpg
+      opcli reply --bot 7 --user 42 -m "For you" --attach examples/photo.jpg
     """
     from opcli.panel import operator_reply, send_reply
 
@@ -131,7 +131,7 @@ def check(
     ] = False,
     json_out: Json = False,
 ) -> None:
-    """Run the conformance suite against the site's three webhooks.
+    """Run the conformance suite against the site's webhooks.
 
     One row per check (pass/fail, latency, why). --json prints {"passed", "failed", "checks":
     [{"name", "ok", "detail", "ms"}]}, with every violation in detail. Exit 1 when a check

@@ -56,6 +56,7 @@ class Output:
             highlight=False,
             soft_wrap=True,
             no_color=not color,
+            color_system="auto" if color else None,  # NO_COLOR: no bold or dim either, not only no colours
             force_terminal=color or None,
             emoji=False,
         )

@@ -73,7 +73,7 @@ def send(
         ),
     ] = 0,
 ) -> None:
-    """Send a message from a site user to a bot, as the site does.
+    """Send a message from a user to a bot, as the site does.
 
     POSTs action=message_sent to the panel's endpoint (panel_url), multipart. --json prints the
     panel's reply body (null when it is not JSON). With --batch FILE, sends every message of a JSON

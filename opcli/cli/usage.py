@@ -7,7 +7,8 @@
 - gives every command the short help epilog (environment variables, exit codes), unless it
   has one of its own, and usage lines without typer's ``{ARG}`` braces;
 - turns every usage error (click's four-line block) into one line on stderr,
-  ``opcli: error: --user: 'abc' is not a whole number``, exit 2.
+  ``opcli: error: --user: 'abc' is not a whole number``, exit 2;
+- registers the shells of ``opcli completion`` when a shell asks for completions.
 
 A command registered later (``app.command(...)`` or ``add_typer``) gets all of this with no code
 of its own.
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from typer import Abort
 from typer._click import exceptions as errors
 from typer.core import TyperGroup
 
@@ -32,17 +35,20 @@ GLOBAL_OPTIONS = {"config_path": "config_path", "site": "site"}  # root callback
 EPILOG = """\
 \b
 Environment:
-  OPCLI_CONFIG  config file when -c is not given (then ./opcli.yaml, the user config dir, built-in)
-  OPCLI_SITE    site when -s is not given (then the config's default_site)
+  OPCLI_CONFIG  the config file when -c is not given
+  OPCLI_SITE    the site when -s is not given
   OPCLI_TOKEN   the token of the built-in site (default: dev-token)
-  OPCLI_DEBUG   set to 1 to see a traceback instead of the one-line error
-  NO_COLOR      set to turn colours off (colour and tables appear only on a terminal)
+  OPCLI_DEBUG   1: a traceback instead of the one-line error
+  NO_COLOR      no colour (colour and tables appear only on a terminal)
 
 \b
 Exit codes:
-  0  success                                       3    the other side could not be reached
-  1  the other side answered with a failure        124  listen --timeout ran out before --count
-  2  usage or config error (stdout stays empty)    130  Ctrl-C (143: SIGTERM), 141: stdout closed
+  0    success
+  1    the other side answered with a failure, or a check failed
+  2    usage or config error (with --json, stdout stays empty)
+  3    the other side could not be reached
+  124  listen --timeout ran out before --count calls came
+  130  Ctrl-C (143: SIGTERM; 141: stdout's reader went away)
 """
 
 COMMAND_EPILOG = """\
@@ -58,11 +64,22 @@ class OpcliGroup(TyperGroup):
     """The root group: global options on every command, one-line usage errors."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("epilog", EPILOG)
+        kwargs["epilog"] = kwargs.get("epilog") or EPILOG
         super().__init__(*args, **kwargs)
         globals_ = [p for p in self.params if p.name in GLOBAL_OPTIONS]
         for command in self.commands.values():
             _adopt(command, globals_)
+
+    def _main_shell_completion(self, ctx_args: Any, prog_name: str, complete_var: str | None = None) -> None:
+        # typer registers its shells only with add_completion=True; `opcli completion` prints the
+        # script itself, so register them here, when the shell asks (cheap otherwise)
+        if complete_var is None:
+            complete_var = f"_{prog_name}_COMPLETE".replace("-", "_").upper()
+        if os.environ.get(complete_var):
+            from typer._completion_classes import completion_init
+
+            completion_init()
+        super()._main_shell_completion(ctx_args, prog_name, complete_var)
 
     def main(
         self,
@@ -82,7 +99,7 @@ class OpcliGroup(TyperGroup):
         except errors.ClickException as exc:
             report(describe(exc))
             sys.exit(exc.exit_code)
-        except errors.Abort:
+        except Abort:
             report("aborted")
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
