@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,14 +57,16 @@ def test_readme_examples_run_on_the_builtin_defaults(cli, isolated, monkeypatch)
     with ServerThread(listener) as server:
         config.write_text(BUILTIN.read_text().replace("http://127.0.0.1:8765", server.url))
         monkeypatch.setenv("OPCLI_CONFIG", str(config))
-        (isolated / "photo.jpg").write_bytes(b"\xff\xd8\xff" + bytes(1000))
-        (isolated / "messages.jsonl").write_text(
-            "".join(json.dumps({"user": 42, "bot": 7, "message": f"m{i}"}) + "\n" for i in range(5))
-        )
+        # run as written from the repository root: the example files are the repository's own
+        shutil.copytree(ROOT / "examples", isolated / "examples")
         for argv in examples:
             result = cli(*argv)
             assert result.exit_code == 0, f"opcli {' '.join(argv)}: {result.stdout}{result.stderr}"
     assert (isolated / "report.xml").exists()
+    used = {arg for argv in examples for arg in argv if arg.startswith("examples/")}
+    assert used == {"examples/photo.jpg", "examples/messages.jsonl", "examples/messages.csv"}
+    sent = [e for e in journal if e["kind"] == "message_sent"]
+    assert any(f["filename"] == "photo.jpg" for e in sent for f in e["files"])
     assert {e["kind"] for e in journal} == {"message_sent", "user_info", "user_media", "send_message"}
 
 
@@ -76,3 +79,7 @@ def test_the_documented_journal_line_has_the_real_keys(tmp_path):
     client = TestClient(app)
     client.post("/hooks/user-info", data={"token": "dev-token", "user_id": "42"})
     assert list(journal[0]) == list(documented)
+
+
+def test_the_readme_says_how_to_activate_the_venv():
+    assert ". .venv/bin/activate" in README

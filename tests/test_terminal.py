@@ -81,7 +81,9 @@ def test_json_is_pretty_on_a_terminal_and_compact_in_a_pipe(listener):
 
 
 def test_the_batch_stream_stays_one_object_per_line_on_a_terminal(listener, isolated):
-    (isolated / "m.jsonl").write_text("".join(json.dumps({"user": i, "bot": 7, "message": "m"}) + "\n" for i in range(3)))
+    (isolated / "m.jsonl").write_text(
+        "".join(json.dumps({"user": i, "bot": 7, "message": "m"}) + "\n" for i in range(3))
+    )
     run = run_on("send", "--batch", isolated / "m.jsonl", "--json")
     assert run.code == 0, run.stderr
     lines = run.stdout.splitlines()
@@ -141,7 +143,7 @@ def test_escape_sequences_in_a_call_are_shown_escaped(tty):
         call(
             path=f"/operator-api{forged}",
             fields={"user_id": f"42{forged}", "contact_id": "7\u202e", "message": f"hi\n{forged}"},
-            attaches=[{"file_url": f"https://x/1.jpg\x1b]8;;evil\x07", "big": "https://x/b\x9b31m"}],
+            attaches=[{"file_url": "https://x/1.jpg\x1b]8;;evil\x07", "big": "https://x/b\x9b31m"}],
             files=[{"field": "attach", "filename": f"a{forged}.png", "size": 3, "sha256": "ab" * 32, "saved_as": None}],
         )
     )
