@@ -17,20 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from opcli.config import load_config
-from opcli.listener import ServerThread, create_app
-from tests.conftest import free_port, lines_of, write_config
+from tests import test_batch
+from tests.conftest import free_port, write_config
 
-
-@pytest.fixture
-def panel(isolated):
-    """The listener's app on a free port, ./opcli.yaml pointing at it; yields its journal."""
-    write_config(isolated / "opcli.yaml")
-    app = create_app(load_config(isolated / "opcli.yaml", listen=True))
-    journal = lines_of(app)
-    with ServerThread(app) as server:
-        write_config(isolated / "opcli.yaml", panel_url=f"{server.url}/operator-api")
-        yield journal
+panel = test_batch.panel  # a fixture: the listener's app as the panel, ./opcli.yaml pointing at it
 
 
 def messages(path: Path, count: int, **extra) -> Path:

@@ -45,7 +45,7 @@ def test_strict_rejects_what_earns_a_warning(listen_proc):
 
 
 def test_calls_to_unknown_paths_are_named_in_the_summary(listen_proc):
-    proc = listen_proc("listen", "--port", "0", "--count", "1", "--timeout", "3")
+    proc = listen_proc("listen", "--port", "0", "--count", "1", "--timeout", "1.5")
     curl("-d", "token=dev-token", "-d", "user_id=42", f"{proc.url}/hooks/user_info")
     assert proc.wait() == 124
     assert "0 calls, 0 rejected; 1 call to an unknown path (/hooks/user_info)" in proc.stderr

@@ -7,14 +7,17 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from tests import test_batch, test_panel
 from tests.conftest import free_port, write_config
-from tests.test_batch import tls_panel  # noqa: F401 - a fixture: the listener over https with a test CA
-from tests.test_panel import GOOD, broken_site, listener, site_at  # noqa: F401 - fixtures
+from tests.test_panel import GOOD, broken_site
+
+# fixtures: the listener over https with a test CA; the config at a server; the listener as the site
+tls_panel, site_at, listener = test_batch.tls_panel, test_panel.site_at, test_panel.listener
 
 # --- check (item 10) ---------------------------------------------------------------------------
 
 
-def test_a_bad_junit_path_is_refused_before_anything_is_sent(cli, listener, isolated):  # noqa: F811
+def test_a_bad_junit_path_is_refused_before_anything_is_sent(cli, listener, isolated):
     for junit in (isolated / "no" / "r.xml", isolated):
         result = cli("check", "--send", "--junit", junit)
         assert result.exit_code == 2
@@ -22,7 +25,7 @@ def test_a_bad_junit_path_is_refused_before_anything_is_sent(cli, listener, isol
     assert listener == []  # no message was delivered
 
 
-def test_every_violation_is_in_json_and_junit_the_row_shows_the_first(cli, serve, site_at, isolated):  # noqa: F811
+def test_every_violation_is_in_json_and_junit_the_row_shows_the_first(cli, serve, site_at, isolated):
     broken = {**GOOD, "id": "42", "balance": 9.5, "gender": None}
     site_at(serve(broken_site(profile=broken)).url)
     junit = isolated / "r.xml"
@@ -41,7 +44,7 @@ def test_every_violation_is_in_json_and_junit_the_row_shows_the_first(cli, serve
     assert "more" not in cli("check", "-v").stdout.split("user-info-valid", 1)[1].split("\n")[0]
 
 
-def test_check_verbose_shows_request_and_reply_of_failing_checks(cli, serve, site_at):  # noqa: F811
+def test_check_verbose_shows_request_and_reply_of_failing_checks(cli, serve, site_at):
     site_at(serve(broken_site(check_token=False)).url)
     result = cli("check", "-v")
     assert result.exit_code == 1
@@ -124,7 +127,7 @@ def test_https_to_a_plain_http_server_hints_at_http(cli, stdlib_server, isolated
     assert "does the server speak plain HTTP? use an http:// URL" in result.stderr
 
 
-def test_an_unknown_ca_hints_at_verify(cli, tls_panel, isolated):  # noqa: F811
+def test_an_unknown_ca_hints_at_verify(cli, tls_panel, isolated):
     url, _, _ = tls_panel
     write_config(isolated / "opcli.yaml", panel_url=f"{url}/api", hooks=f"{url}/hooks")
     result = cli("user-info", 42)
