@@ -58,6 +58,7 @@ def test_a_wildcard_address_warns_and_gives_a_usable_url(listen_proc):
     assert proc.wait() == 0
     assert "warning: listening on every interface: the endpoints are open to anyone on the network" in proc.stderr
     assert f"http://127.0.0.1:{port} here" in proc.stderr
+    assert f"user_info     POST http://127.0.0.1:{port}/hooks/user-info" in proc.stderr
 
 
 def test_escape_sequences_from_a_client_are_shown_escaped(listen_proc):

@@ -92,10 +92,10 @@ def listen(
 
     def announce(ready: Any) -> None:
         out.note(f"Ready: {ready.url}", style="bold")
-        _open_to_the_network(out, ready.url)
+        usable = _usable_url(out, ready.url)
         if not json_out:
             for kind, endpoint in ready.endpoints.items():
-                out.note(f"  {kind:<13} POST {endpoint}")
+                out.note(f"  {kind:<13} POST {usable}{endpoint[len(ready.url) :]}")
         st.env.stderr.flush()
 
     def show(line: Any) -> None:
@@ -130,13 +130,13 @@ def _elsewhere(outcome: Any) -> str:
     return f"; {len(paths)} call{'s' * (len(paths) != 1)} to an unknown path ({shown})"
 
 
-def _open_to_the_network(out: Any, url: str) -> None:
-    """On a wildcard address, say that anyone on the network can call it, and give URLs that work."""
+def _usable_url(out: Any, url: str) -> str:
+    """The base URL to show; on a wildcard address, a warning that anyone on the network can call it."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     if parts.hostname not in ("0.0.0.0", "::"):
-        return
+        return url
     import socket
 
     try:  # the address of the interface that routes outwards (no packet is sent)
@@ -147,3 +147,4 @@ def _open_to_the_network(out: Any, url: str) -> None:
         address = socket.gethostname()
     out.warn("listening on every interface: the endpoints are open to anyone on the network")
     out.note(f"  reach it as http://127.0.0.1:{parts.port} here, or http://{address}:{parts.port} from elsewhere")
+    return f"http://127.0.0.1:{parts.port}"
