@@ -194,3 +194,15 @@ def test_no_python_reprs_in_a_call_block():
     assert "None" not in text and "['" not in text
     assert "user 43 -> bot 7" in text  # the last value of a repeated field, as PHP reads it
     assert 'message: ["a", "b"]' in text and "photo: -  (big: https://x/b)" in text
+
+
+def test_received_keys_in_findings_and_check_rows_are_escaped():
+    from opcli.conformance import Check
+    from opcli.protocol import Finding
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    out = Output(Env(stdout, stderr, io.StringIO(), {}))
+    out.findings([Finding("warning", "vip\x1b[2K\nnotice: all good", "unknown field (the panel ignores it)")])
+    out.check_row(Check("user-info-valid", False, "x\nPASS  user-info-valid", 1.0, problems=["x\nPASS  ok"]))
+    assert stderr.getvalue() == "warning: vip\\x1b[2K\\nnotice: all good: unknown field (the panel ignores it)\n"
+    assert stdout.getvalue().count("\n") == 1 and "x\\nPASS" in stdout.getvalue()

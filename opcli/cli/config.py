@@ -112,4 +112,4 @@ def show(ctx: typer.Context, json_out: Json = False) -> None:
     else:
         import yaml
 
-        out.text(yaml.safe_dump(shown, sort_keys=False, allow_unicode=True).rstrip())
+        out.line(yaml.safe_dump(shown, sort_keys=False, allow_unicode=True).rstrip())

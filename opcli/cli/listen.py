@@ -125,7 +125,9 @@ def _elsewhere(outcome: Any) -> str:
     paths = outcome.tally.unknown
     if not paths:
         return ""
-    distinct = list(dict.fromkeys(paths))
+    from opcli.cli.render import shown
+
+    distinct = list(dict.fromkeys(shown(path) for path in paths))
     shown = ", ".join(distinct[:3]) + (", ..." if len(distinct) > 3 else "")
     return f"; {len(paths)} call{'s' * (len(paths) != 1)} to an unknown path ({shown})"
 

@@ -102,23 +102,23 @@ class Output:
         self.out.print(JSONHighlighter()(Text(self._json_text(obj, indent=2))))
 
     def line(self, text: str = "", style: str | None = None) -> None:
-        """A line of data on stdout (rich markup is not interpreted; a newline in it is escaped)."""
-        text = self.clean(text)
+        """A line (or lines) of data on stdout; rich markup is not interpreted.
+
+        Received values in it go through ``shown`` first, which escapes their newlines too.
+        """
+        text = self.clean(text, keep_newlines=True)
         if self.tty and style:
             self.out.print(text, style=style, markup=False)
         else:
             self.write(text + "\n")
 
-    def text(self, block: str) -> None:
-        """Several lines of data on stdout (opcli's own, such as ``config show``)."""
-        self.write(self.clean(block, keep_newlines=True) + "\n")
-
     def note(self, text: str, style: str | None = None) -> None:
         """A notice on stderr."""
-        self.err.print(self.clean(text), style=style, markup=False)
+        self.err.print(self.clean(text, keep_newlines=True), style=style, markup=False)
 
     def warn(self, text: str) -> None:
-        self.note(f"warning: {text}", style="yellow")
+        """One warning line on stderr (a newline in it is escaped)."""
+        self.err.print(self.clean(f"warning: {text}"), style="yellow", markup=False)
 
     def error(self, text: str) -> None:
         for line in text.splitlines() or [""]:
@@ -175,7 +175,7 @@ class Output:
             return
         self.line(f"POST {info['url']}  ({info['encoding']})")
         for name, value in info["fields"]:
-            self.line(f"  {name} = {value}")
+            self.line(f"  {name} = {shown(value)}")
         if info["file"]:
             f = info["file"]
             self.line(f"  {f['field']} = @{f['path']} ({f['size']} bytes, {f['content_type']})")
@@ -207,7 +207,7 @@ class Output:
         """Notices, warnings and violations of a contract check, on stderr."""
         styles = {"notice": "dim", "warning": "yellow", "violation": "bold red"}
         for f in findings:
-            self.note(f"{f.level}: {f}", style=styles[f.level])
+            self.note(shown(f"{f.level}: {f}"), style=styles[f.level])
 
     def check_row(self, check: Any, every_problem: bool = False) -> None:
         """One check as a row; a check with several violations shows the first and how many more."""
@@ -215,7 +215,7 @@ class Output:
         detail = check.detail
         if len(check.problems) > 1 and not every_problem:
             detail = f"{check.problems[0]} (+{len(check.problems) - 1} more; -v or --json shows all)"
-        self.line(f"{mark}  {check.name:<34} {check.ms:>7.0f} ms  {detail}", style=style)
+        self.line(f"{mark}  {check.name:<34} {check.ms:>7.0f} ms  {shown(detail)}", style=style)
 
     def table(self, rows: Iterable[tuple[str, Any]], title: str | None = None) -> None:
         """Key/value rows: a rich table on a terminal, ``key: value`` lines otherwise."""
@@ -243,8 +243,11 @@ def _size(n: int) -> str:
 
 
 def shown(value: Any) -> str:
-    """A received value in human output: a string as it is, anything else as JSON (``null``, never ``None``)."""
-    return value if isinstance(value, str) else dumps(value)
+    """A received value in human output: a string as it is, anything else as JSON (``null``, never ``None``).
+
+    Control characters, newlines too, are escaped: a value cannot start a line of its own.
+    """
+    return printable(value if isinstance(value, str) else dumps(value))
 
 
 def _last(value: Any) -> Any:

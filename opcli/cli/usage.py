@@ -30,7 +30,7 @@ from typer.core import TyperGroup
 
 from opcli.cli.common import report, state
 
-GLOBAL_OPTIONS = {"config_path": "config_path", "site": "site"}  # root callback parameter -> State attribute
+GLOBAL_OPTIONS = ("config_path", "site")  # the root callback's parameters, which are State's attributes too
 
 EPILOG = """\
 \b
@@ -126,7 +126,7 @@ def _local_copy(param: Any) -> Any:
     local.expose_value = False
     local.envvar = None
     local.is_eager = False
-    attribute = GLOBAL_OPTIONS[param.name]
+    attribute = param.name
 
     def store(ctx: Any, _param: Any, value: Any) -> Any:
         if value is not None and not ctx.resilient_parsing:
