@@ -2,7 +2,8 @@
 
 Input is JSON Lines or CSV (columns ``user, bot, message, photos, attach``; ``photos`` holds a
 JSON array), read as a stream so that a replay of any size runs in constant memory. A bad line
-is reported with its number and skipped.
+(invalid JSON, an unknown key, a bad id or photo, bytes that are not UTF-8) is reported with its
+number and skipped; a UTF-8 byte-order mark is ignored.
 
 Requests go through httpcore, httpx's own connection layer, without the client's per-request
 layers (cookies, auth, redirects: opcli uses none): each worker keeps one connection alive, and
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import difflib
 import itertools
 import json
 import math
@@ -60,9 +62,25 @@ def _photos(value: Any) -> list[Photo]:
     return make_photos((item["file_url"], item.get("big")) for item in value)
 
 
+def unknown_keys(keys: Iterable[Any], what: str = "key") -> str | None:
+    """Why a record's keys are wrong (naming the nearest valid one), or None: one typo must not drop every photo."""
+    for key in keys:
+        if key not in COLUMNS:
+            near = difflib.get_close_matches(str(key), COLUMNS, n=1)
+            hint = f"did you mean '{near[0]}'?" if near else f"valid: {', '.join(COLUMNS)}"
+            return f"unknown {what} '{key}' ({hint})"
+    return None
+
+
 def to_request(site: Site, record: dict[str, Any]) -> Outgoing:
     """Turn one input record into the request; raises ValueError with a readable reason."""
-    user, bot = parse_id(record.get("user"), "user"), parse_id(record.get("bot"), "bot")
+    problem = unknown_keys(record)
+    if problem:
+        raise ValueError(problem)
+    for key in ("user", "bot"):
+        if record.get(key) in (None, ""):
+            raise ValueError(f"{key} is missing")
+    user, bot = parse_id(record["user"], "user"), parse_id(record["bot"], "bot")
     message = record.get("message") or ""
     if not isinstance(message, str):
         raise ValueError("message must be a string")
@@ -78,22 +96,56 @@ def to_request(site: Site, record: dict[str, Any]) -> Outgoing:
     return message_sent(site, user, bot, message, photos, attach)
 
 
-def _records(stream: Iterable[str], fmt: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """``(line number, record or error)`` for each input line."""
-    if fmt == "csv":
-        reader = csv.DictReader(stream)
-        missing = {"user", "bot"} - set(reader.fieldnames or ())
-        if missing:
-            raise UsageError(
-                f"the CSV header must name the columns {', '.join(COLUMNS)} (missing: {', '.join(sorted(missing))})"
-            )
-        for row in reader:
-            if None in row:
-                yield reader.line_num, f"more cells than the header has columns ({len(reader.fieldnames)})"
+def _decoded(lines: Iterable[bytes | str]) -> Iterator[tuple[int, str | None, str | None]]:
+    """``(number, text, None)`` per input line, or ``(number, None, why)`` for a line that is not UTF-8."""
+    for number, raw in enumerate(lines, 1):
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, None, f"not UTF-8 ({exc.reason} at byte {exc.start + 1})"
+                continue
+        yield number, raw.removeprefix("\ufeff") if number == 1 else raw, None
+
+
+def _csv_records(lines: Iterator[tuple[int, str | None, str | None]]) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    bad: list[tuple[int, str]] = []
+
+    def texts() -> Iterator[str]:
+        for number, text, problem in lines:
+            if problem is not None:
+                bad.append((number, problem))
+                yield "\n"  # an empty row, which the reader skips; the line is reported by number
             else:
-                yield reader.line_num, row
+                yield text
+
+    reader = csv.DictReader(texts())
+    columns = reader.fieldnames or ()
+    missing = {"user", "bot"} - set(columns)
+    problem = unknown_keys(columns, "column")
+    if missing or problem:
+        why = problem or f"missing: {', '.join(sorted(missing))}"
+        raise UsageError(f"line 1: the CSV header must name the columns {', '.join(COLUMNS)} ({why})")
+    for row in reader:
+        yield from bad
+        bad.clear()
+        if None in row:
+            yield reader.line_num, f"more cells than the header has columns ({len(columns)})"
+        else:
+            yield reader.line_num, row
+    yield from bad
+
+
+def _records(stream: Iterable[bytes | str], fmt: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """``(line number, record or error)`` for each input line."""
+    lines = _decoded(stream)
+    if fmt == "csv":
+        yield from _csv_records(lines)
         return
-    for number, text in enumerate(stream, 1):
+    for number, text, problem in lines:
+        if problem is not None:
+            yield number, problem
+            continue
         if not text.strip():
             continue
         try:
@@ -104,7 +156,7 @@ def _records(stream: Iterable[str], fmt: str) -> Iterator[tuple[int, dict[str, A
         yield number, record if isinstance(record, dict) else "expected a JSON object"
 
 
-def read_items(site: Site, stream: Iterable[str], fmt: str) -> Iterator[Item]:
+def read_items(site: Site, stream: Iterable[bytes | str], fmt: str) -> Iterator[Item]:
     """The input as Items, lazily; bad lines become Items with an error."""
     for number, record in _records(stream, fmt):
         if isinstance(record, str):
@@ -128,18 +180,26 @@ def count_lines(source: str) -> int | None:
     return lines - 1 if source.lower().endswith(".csv") else lines
 
 
-def detect_format(path: str, head: str) -> str:
+def detect_format(path: str, head: bytes | str) -> str:
     """``csv`` or ``jsonl``: by the file's ending, else by its first line."""
     lowered = path.lower()
     if lowered.endswith(".csv"):
         return "csv"
     if lowered.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
-    return "jsonl" if head.lstrip().startswith("{") else "csv"
+    if isinstance(head, bytes):
+        head = head.decode("utf-8", "replace")
+    return "jsonl" if head.removeprefix("\ufeff").lstrip().startswith("{") else "csv"
 
 
 @dataclass
 class Summary:
+    """What a batch did so far; the caller may hold it, so that it is there however the run ends.
+
+    ``through_line`` is the last input line up to which every message has its result: a run that
+    was stopped resumes after it (messages in flight past it may have been sent too; see the results).
+    """
+
     total: int = 0
     sent: int = 0
     failed: int = 0
@@ -148,6 +208,28 @@ class Summary:
     first_unreachable: str = ""
     latencies: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    through_line: int = 0
+    _lines: dict[int, int] = field(default_factory=dict, repr=False)  # read, no result yet: index -> line
+    _done: set[int] = field(default_factory=set, repr=False)
+    _next: int = 0
+
+    @property
+    def not_attempted(self) -> int:
+        """Messages read but never answered: queued or in flight when the run stopped."""
+        return self.total - self.sent - self.failed
+
+    def started(self, index: int, line: int) -> None:
+        self.total += 1
+        self._lines[index] = line
+
+    def finished(self, index: int, ok: bool) -> None:
+        self.sent += ok
+        self.failed += not ok
+        self._done.add(index)
+        while self._next in self._done:
+            self._done.remove(self._next)
+            self.through_line = self._lines.pop(self._next)
+            self._next += 1
 
     def percentile(self, p: float) -> float | None:
         if not self.latencies:
@@ -162,6 +244,8 @@ class Summary:
             "sent": self.sent,
             "failed": self.failed,
             "invalid": self.invalid,
+            "not_attempted": self.not_attempted,
+            "through_line": self.through_line,
             "seconds": round(self.seconds, 3),
             "messages_per_second": round(rate, 1),
             "p50_ms": self.percentile(50),
@@ -197,7 +281,7 @@ async def _send_all(
     on_result: Callable[[dict[str, Any]], None],
     summary: Summary,
 ) -> None:
-    queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=concurrency * 4)
+    queue: asyncio.Queue[tuple[int, Item] | None] = asyncio.Queue(maxsize=concurrency * 4)
     pacer = _Pacer(rate)
     seconds = timeout or site.timeout
     timeouts = {"connect": seconds, "read": seconds, "write": seconds, "pool": seconds}
@@ -216,7 +300,8 @@ async def _send_all(
             ssl_context=ssl_context,
             network_backend=backend,
         ) as pool:
-            while (item := await queue.get()) is not None:
+            while (entry := await queue.get()) is not None:
+                index, item = entry
                 await pacer.wait()
                 result: dict[str, Any] = {
                     "line": item.line,
@@ -244,28 +329,35 @@ async def _send_all(
                     )
                     summary.latencies.append(reply.ms)
                 result["ms"] = round((time.perf_counter() - started) * 1000, 1)
-                summary.sent += result["ok"]
-                summary.failed += not result["ok"]
+                summary.finished(index, result["ok"])
                 on_result(result)
 
-    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-    try:
-        for item in items:
-            summary.total += 1
+    async def produce() -> None:
+        for index, item in enumerate(items):
+            summary.started(index, item.line)
             if item.error is not None:
                 summary.invalid += 1
-                summary.failed += 1
+                summary.finished(index, False)
                 on_result(
                     {"line": item.line, "ok": False, "status": None, "reply": None, "error": item.error, "ms": 0.0}
                 )
                 continue
-            await queue.put(item)
-        for _ in workers:
+            await queue.put((index, item))
+        for _ in range(concurrency):
             await queue.put(None)
-        await asyncio.gather(*workers)
+
+    # the first failure (stdout's reader gone, Ctrl-C) stops every task at once: a worker that died
+    # must not leave the producer blocked on a full queue
+    tasks = [asyncio.create_task(produce()), *(asyncio.create_task(worker()) for _ in range(concurrency))]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()
     finally:
-        for task in workers:
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def send_batch(
@@ -277,31 +369,31 @@ def send_batch(
     retries: int = 0,
     timeout: float | None = None,
     fmt: str | None = None,
-    stdin: IO[str] | None = None,
+    stdin: IO[Any] | None = None,
     on_result: Callable[[dict[str, Any]], None] = lambda r: None,
+    summary: Summary | None = None,
 ) -> Summary:
     """Send every message of ``source`` (a path, or ``-`` for ``stdin``); returns the summary.
 
-    ``on_result`` gets each result as it finishes. Raises UnreachableError when no message
-    reached the panel at all.
+    ``on_result`` gets each result as it finishes; an exception it raises (a closed stdout) stops
+    the whole batch at once. Pass your own ``summary`` to keep what was done when the run ends
+    early (Ctrl-C, an exception). Raises UnreachableError when no message reached the panel at all.
     """
+    summary = summary if summary is not None else Summary()
     if source == "-":
-        stream = stdin
+        stream = getattr(stdin, "buffer", stdin)  # bytes when there are: each line decoded on its own
     else:
         try:
-            stream = open(source, encoding="utf-8", newline="")  # noqa: SIM115 - closed below
+            stream = open(source, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise UsageError(f"cannot read batch file {source}: {exc.strerror}") from None
+    started = time.perf_counter()
     try:
         head = stream.readline()
         items = read_items(site, itertools.chain([head], stream), fmt or detect_format(source, head))
-        summary = Summary()
-        started = time.perf_counter()
         asyncio.run(_send_all(site, items, concurrency, rate, retries, timeout, on_result, summary))
-        summary.seconds = time.perf_counter() - started
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"batch input is not UTF-8 ({exc.reason})") from None
     finally:
+        summary.seconds = time.perf_counter() - started
         if source != "-":
             stream.close()
     attempted = summary.total - summary.invalid

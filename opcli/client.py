@@ -94,7 +94,12 @@ class Outgoing:
         (a wrong or empty token that ``check --fuzz`` sent) are shown as they were sent.
         """
         flag = "--form-string" if self.multipart else "--data-urlencode"
-        parts = ["curl", "-sS", "-X", "POST", shlex.quote(self.url)]
+        secret = token if token is not None else next((v for name, v in self.fields if name == "token"), "")
+        url = shlex.quote(self.url)
+        if secret and secret in self.url:  # a token in the URL (?token=...) is read from $OPCLI_TOKEN too
+            pieces = [re.sub(r'([$`"\\])', r"\\\1", piece) for piece in self.url.split(secret)]
+            url = '"' + "$OPCLI_TOKEN".join(pieces) + '"'
+        parts = ["curl", "-sS", "-X", "POST", url]
         for name, value in self.fields:
             if name == "token" and (token is None or value == token):
                 parts += [flag, '"token=$OPCLI_TOKEN"']
@@ -389,7 +394,7 @@ def unreachable(url: str, exc: Exception, timeout: float | None = None) -> Unrea
     if found(httpx.TimeoutException, httpcore.TimeoutException, TimeoutError):
         cause = f"no answer within {timeout:g}s (timeout)" if timeout else "timed out"
     elif found(ssl.SSLError):
-        cause = f"TLS error ({text})"
+        cause = f"TLS error ({text}){_tls_hint(text.lower())}"
     elif found(ConnectionRefusedError):
         cause = "connection refused"
         if httpx.URL(url).host in ("127.0.0.1", "localhost", "::1"):
@@ -410,6 +415,15 @@ def unreachable(url: str, exc: Exception, timeout: float | None = None) -> Unrea
     else:
         cause = text
     return UnreachableError(f"cannot reach {url}: {cause}")
+
+
+def _tls_hint(error: str) -> str:
+    """What to do about a TLS failure, by what OpenSSL said."""
+    if "certificate_verify_failed" in error or "certificate verify failed" in error:
+        return "; a self-signed or private CA? set the site's `verify: /path/to/CA.pem` (or `verify: false` to test)"
+    if any(s in error for s in ("wrong_version_number", "wrong version number", "record layer", "packet length")):
+        return "; does the server speak plain HTTP? use an http:// URL"
+    return ""
 
 
 def to_reply(out: Outgoing, status: int, headers: Any, body: bytes, started: float) -> Reply:

@@ -10,7 +10,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,11 @@ from opcli.protocol import envelope_failed
 
 @dataclass
 class Check:
+    """One check's result; ``problems`` lists every violation (``detail`` joins them all).
+
+    ``request`` and ``reply`` are what was sent and answered (``reply`` is None when unreachable).
+    """
+
     name: str
     ok: bool
     detail: str
@@ -32,6 +37,9 @@ class Check:
     unreachable: bool = False
     #: ``check --fuzz``: each kind of failure with its smallest input (``kind``, ``reason``, ``input``, ``curl``)
     failures: list[dict[str, str]] | None = None
+    problems: list[str] = field(default_factory=list)
+    request: Outgoing | None = field(default=None, repr=False)
+    reply: Reply | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         shown = {"name": self.name, "ok": self.ok, "detail": self.detail, "ms": round(self.ms, 1)}
@@ -55,13 +63,11 @@ class Report:
         return {"passed": self.passed, "failed": self.failed, "checks": [c.as_dict() for c in self.checks]}
 
 
-def _valid(kind: str, user: int) -> Callable[[Reply], tuple[bool, str]]:
-    def verdict(reply: Reply) -> tuple[bool, str]:
+def _valid(kind: str, user: int) -> Callable[[Reply], tuple[bool, str | list[str]]]:
+    def verdict(reply: Reply) -> tuple[bool, str | list[str]]:
         judged = judge(kind, reply, user)
         if judged.violations:
-            first = judged.violations[0]
-            more = f" (+{len(judged.violations) - 1} more)" if len(judged.violations) > 1 else ""
-            return False, f"{first}{more}"
+            return False, [str(v) for v in judged.violations]
         warnings = [f for f in judged.findings if f.level == "warning"]
         return True, f"HTTP {reply.status}, contract-valid" + (f", {len(warnings)} warning(s)" if warnings else "")
 
@@ -152,10 +158,20 @@ def run_checks(
             try:
                 reply = send(client, request)
             except UnreachableError as exc:
-                check = Check(name, False, str(exc), (time.perf_counter() - started) * 1000, unreachable=True)
+                ms = (time.perf_counter() - started) * 1000
+                check = Check(name, False, str(exc), ms, unreachable=True, request=request)
             else:
                 ok, detail = verdict(reply)
-                check = Check(name, ok, detail, reply.ms)
+                problems = detail if isinstance(detail, list) else []
+                check = Check(
+                    name,
+                    ok,
+                    "; ".join(problems) or str(detail),
+                    reply.ms,
+                    problems=problems,
+                    request=request,
+                    reply=reply,
+                )
             checks.append(check)
             if on_check:
                 on_check(check)

@@ -10,12 +10,13 @@ import json
 from typing import Any
 
 
-def dumps(obj: Any) -> str:
-    """One JSON document on one line, safe to write to any UTF-8 stream."""
-    return line(obj)[:-1].decode("utf-8")
+def dumps(obj: Any, indent: int | None = None) -> str:
+    """One JSON document on one line (or indented), safe to write to any UTF-8 stream."""
+    return line(obj, indent)[:-1].decode("utf-8")
 
 
-def line(obj: Any) -> bytes:
+def line(obj: Any, indent: int | None = None) -> bytes:
     """One JSON document as a UTF-8 line, ``\\n`` included: what the journal and ``--json`` write."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(", ", ": "), default=str)
+    separators = (", " if indent is None else ",", ": ")
+    text = json.dumps(obj, ensure_ascii=False, separators=separators, default=str, indent=indent)
     return (text + "\n").encode("utf-8", "backslashreplace")

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Union
+from urllib.parse import quote, quote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
@@ -55,6 +56,8 @@ FAILED_STATUSES = (0, False, "0")
 _BRACKET = re.compile(r"^attaches\[(\d+)\]\[(file_url|big)\]$")
 _DIGITS = re.compile(r"^[0-9]+$")
 _URL = re.compile(URL_PATTERN)
+# scheme://user:PASSWORD@ -- the password part, up to the @ of the authority
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
 
 
 def mask_token(token: str | None) -> str:
@@ -64,24 +67,64 @@ def mask_token(token: str | None) -> str:
     return f"…{token[-4:]}" if len(token) >= 16 else "***"
 
 
-def parse_id(value: Any, name: str) -> int:
+def id_of(value: Any) -> int:
     """An id as the protocol carries it: a whole number from 0 to 2^63-1, as an int or a digit string.
 
-    Every command and the listener use this one rule; raises ValueError saying what is wrong.
+    Raises ValueError saying what is wrong with the value (``'abc' is not a whole number``).
     """
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
     elif isinstance(value, str) and _DIGITS.match(value):
         number = int(value)
     elif isinstance(value, str) and value.startswith("-") and _DIGITS.match(value[1:]):
-        raise ValueError(f"{name} must not be negative, got {value}")
+        number = int(value)
     else:
-        raise ValueError(f"{name} must be an integer, got {json.dumps(value, ensure_ascii=False)}")
-    if number < 0:
-        raise ValueError(f"{name} must not be negative, got {number}")
-    if number > MAX_ID:
-        raise ValueError(f"{name} is out of range (0 to 2^63-1), got {number}")
+        raise ValueError(f"{_shown(value)} is not a whole number")
+    if not 0 <= number <= MAX_ID:
+        raise ValueError(f"{number} is out of range (0 to 2^63-1)")
     return number
+
+
+def parse_id(value: Any, name: str) -> int:
+    """``id_of`` for the field or option ``name``: the one id rule of every command and the listener.
+
+    Raises ValueError naming it: ``user_id: 'abc' is not a whole number``.
+    """
+    try:
+        return id_of(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def _shown(value: Any) -> str:
+    """A received value in a message: a string in single quotes, anything else as JSON."""
+    if isinstance(value, str):
+        return f"'{value}'" if len(value) <= 40 else f"'{value[:37]}...'"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` with each secret's value masked (as ``mask_token`` shows it) and every URL password hidden.
+
+    The one redaction of everything opcli prints or writes: a token may hide in a URL's query, a
+    URL's password or an error message. A secret shorter than 8 characters is masked only where it
+    stands alone (not inside a longer word), so that ``abc`` does not mangle ``abcdef``.
+    """
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    for secret in secrets:
+        if not secret:
+            continue
+        mask = mask_token(secret)
+        in_json = json.dumps(secret, ensure_ascii=False)[1:-1]
+        forms = {secret, quote(secret, safe=""), quote_plus(secret, safe=""), in_json}
+        for form in sorted(forms, key=len, reverse=True):
+            if form not in text:
+                continue
+            if len(secret) >= 8:
+                text = text.replace(form, mask)
+            else:
+                text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])", mask, text)
+    return text
 
 
 def is_url(value: Any) -> bool:

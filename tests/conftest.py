@@ -225,6 +225,11 @@ class CallLines(Sequence):
     def __len__(self) -> int:
         return len(self.listener.calls)
 
+    def __eq__(self, other: object) -> bool:
+        return list(self) == other
+
+    __hash__ = None  # type: ignore[assignment]
+
 
 # --- `opcli listen` as a real subprocess --------------------------------------------------
 

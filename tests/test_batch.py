@@ -100,7 +100,7 @@ def test_bad_lines_are_reported_and_skipped(cli, panel, isolated):
     by_line = {r["line"]: r for r in out[:-1]}
     assert by_line[1]["ok"] and by_line[9]["ok"]
     assert by_line[2]["error"].startswith("not valid JSON")
-    assert by_line[3]["error"] == 'user must be an integer, got "abc"'
+    assert by_line[3]["error"] == "user: 'abc' is not a whole number"
     assert by_line[4]["error"] == "expected a JSON object"
     assert by_line[5]["error"] == "nothing to send (no message, photos or attach)"
     assert by_line[6]["error"].startswith("cannot read file missing.png")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import httpx
@@ -52,14 +53,16 @@ def test_readme_examples_run_on_the_builtin_defaults(cli, isolated, monkeypatch,
     config.write_text(BUILTIN.read_text().replace("http://127.0.0.1:8765", opcli_listener.url))
     monkeypatch.setenv("OPCLI_CONFIG", str(config))
     monkeypatch.setenv("OPCLI_TOKEN", opcli_listener.token)
-    (isolated / "photo.jpg").write_bytes(b"\xff\xd8\xff" + bytes(1000))
-    (isolated / "messages.jsonl").write_text(
-        "".join(json.dumps({"user": 42, "bot": 7, "message": f"m{i}"}) + "\n" for i in range(5))
-    )
+    # run as written from the repository root: the example files are the repository's own
+    shutil.copytree(ROOT / "examples", isolated / "examples")
     for argv in examples:
         result = cli(*argv)
         assert result.exit_code == 0, f"opcli {' '.join(argv)}: {result.stdout}{result.stderr}"
     assert (isolated / "report.xml").exists()
+    used = {arg for argv in examples for arg in argv if arg.startswith("examples/")}
+    assert used == {"examples/photo.jpg", "examples/messages.jsonl", "examples/messages.csv"}
+    sent = [c for c in opcli_listener.calls if c.kind == "message_sent"]
+    assert any(f["filename"] == "photo.jpg" for c in sent for f in c.files)
     assert {c.kind for c in opcli_listener.calls} == {"message_sent", "user_info", "user_media", "send_message"}
 
 
@@ -68,3 +71,7 @@ def test_the_documented_journal_line_has_the_real_keys(opcli_listener):
     httpx.post(opcli_listener.endpoints["user_info"], data={"token": opcli_listener.token, "user_id": "42"})
     [call] = opcli_listener.wait_for("user_info")
     assert list(call.as_json()) == list(documented)
+
+
+def test_the_readme_says_how_to_activate_the_venv():
+    assert ". .venv/bin/activate" in README

@@ -74,7 +74,7 @@ def test_specs_parse_as_written():
         ("user_info:reset=1", "action 'reset' takes no value"),
         ("user_info:reset,rate=0", "rate: expected a fraction above 0 and at most 1, got '0'"),
         ("user_info:reset,times=0", "times: expected a whole number of at least 1, got '0'"),
-        ("user_info:reset,user=abc", "user: user must be an integer"),
+        ("user_info:reset,user=abc", "user: 'abc' is not a whole number"),
         ("user_info:reset,times=1,times=2", "option 'times' is given twice"),
         ("user_info:reset,often=1", "unknown option 'often' (expected one of rate, times, user, delay)"),
         ("user_info:reset,", "an empty option"),

@@ -135,7 +135,7 @@ def test_human_output(listen_proc):
     curl("-d", "token=nope", "-d", "user_id=5", f"{proc.url}/hooks/user-info")
     assert proc.wait() == 1
     out = "".join(proc.stdout)
-    assert "message_sent" in out and "user 42 -> bot 7" in out and "'hello there'" in out
+    assert "message_sent" in out and "user 42 -> bot 7" in out and '"hello there"' in out
     assert "photo: https://x/1.jpg" in out
     assert "401 user_info" in out and "rejected: invalid token" in out
     assert "Stopped (count): 2 calls, 1 rejected" in proc.stderr

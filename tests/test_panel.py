@@ -275,12 +275,17 @@ def test_check_against_a_slow_site_fails_every_check(cli, serve, site_at):
     assert "no answer within 0.2s" in result.stderr
 
 
-def test_check_unreachable_is_exit_3(cli, site_at, isolated):
+def test_check_unreachable_is_exit_3_and_still_writes_junit(cli, site_at, isolated):
     site_at(f"http://127.0.0.1:{free_port()}")
     junit = isolated / "r.xml"
     result = cli("check", "--json", "--junit", junit)
     assert result.exit_code == 3 and result.stdout == "" and "connection refused" in result.stderr
-    assert not junit.exists()
+    # CI still gets its report: every check failed, as unreachable
+    suite = ET.parse(junit).getroot().find("testsuite")
+    cases = suite.findall("testcase")
+    assert len(cases) == 9 and suite.get("failures") == "9"
+    assert all(case.find("failure").get("type") == "unreachable" for case in cases)
+    assert all("connection refused" in case.find("failure").get("message") for case in cases)
 
 
 def test_check_needs_a_user(cli, isolated):
@@ -300,7 +305,7 @@ def test_demo_runs_every_step(cli):
         "Delivered to",
         "PASS  send-message-file",
         "== the listener plays the panel",
-        "message: 'Re: Anyone there?'",
+        'message: "Re: Anyone there?"',
         "Demo finished: all 6 steps worked",
     ):
         assert expected in result.stdout

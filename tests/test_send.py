@@ -222,7 +222,7 @@ def test_302_is_not_followed_and_is_exit_1(cli, stdlib_server, site):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["--user", "abc", "--bot", "2", "-m", "x"], "Invalid value for '--user'"),
+        (["--user", "abc", "--bot", "2", "-m", "x"], "opcli: error: --user: 'abc' is not a whole number"),
         (["--user", "-1", "--bot", "2", "-m", "x"], "--user"),
         (["--user", "1", "--bot", "2", "--attach", "missing.bin"], "cannot read file missing.bin"),
         (

@@ -142,7 +142,7 @@ def test_spec_command_writes_a_file_and_picks_json_by_its_name(cli, isolated):
 
 def test_spec_command_errors(cli, isolated):
     bad = cli("spec", "--side", "both")
-    assert bad.exit_code == 2 and "Invalid value for '--side'" in bad.stderr
+    assert bad.exit_code == 2 and "opcli: error: --side: 'both' is not one of 'panel', 'site'" in bad.stderr
     (isolated / "opcli.yaml").write_text(
         "sites:\n  s:\n    token: t\n    webhooks: {user_info: https://s.example/ui}\n"
     )

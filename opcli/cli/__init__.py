@@ -7,7 +7,6 @@ and ``--help`` stay fast.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -16,9 +15,11 @@ import typer
 from opcli import __version__
 from opcli.cli import config, demo, listen, panel, replay, send, spec
 from opcli.cli.common import State, guard
+from opcli.cli.usage import OpcliGroup
 
 app = typer.Typer(
     name="opcli",
+    cls=OpcliGroup,  # global options after the command too, one-line usage errors, the help epilog
     help="Test and script integrations with the Operator API (site <-> operator panel).",
     add_completion=False,
     no_args_is_help=True,
@@ -27,7 +28,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-config_app = typer.Typer(help="Write, validate and show the config, and print its JSON Schema.", no_args_is_help=True)
+config_app = typer.Typer(help="Write, validate, show the config; its JSON Schema.", no_args_is_help=True)
 
 
 def _version(value: bool) -> None:
@@ -45,7 +46,7 @@ def _main(
             "-c",
             "--config",
             metavar="PATH",
-            help="Config file (default: $OPCLI_CONFIG, ./opcli.yaml, user dir, built-in).",
+            help="Config file (default: $OPCLI_CONFIG, ./opcli.yaml, the user config dir, built-in).",
             show_default=False,
         ),
     ] = None,
@@ -55,8 +56,7 @@ def _main(
             "-s",
             "--site",
             metavar="NAME",
-            envvar="OPCLI_SITE",
-            help="Site of the config to use (default: default_site).",
+            help="Site of the config to use (default: $OPCLI_SITE, then the config's default_site).",
             show_default=False,
         ),
     ] = None,
@@ -72,7 +72,14 @@ def _main(
 def completion(
     shell: Annotated[str, typer.Argument(metavar="bash|zsh|fish", help="The shell to complete in.")],
 ) -> None:
-    """Print the shell completion script (e.g. eval "$(opcli completion bash)" in ~/.bashrc)."""
+    """Print the shell completion script.
+
+    \b
+    Examples:
+      eval "$(opcli completion bash)"      # in ~/.bashrc
+      eval "$(opcli completion zsh)"       # in ~/.zshrc
+      opcli completion fish > ~/.config/fish/completions/opcli.fish
+    """
     from typer._completion_shared import get_completion_script
 
     from opcli.errors import UsageError
@@ -103,9 +110,5 @@ app.add_typer(config_app, name="config")
 
 
 def main() -> None:
-    """The console script."""
-    if "_OPCLI_COMPLETE" in os.environ:  # the shell asks for completions (see `opcli completion`)
-        from typer._completion_classes import completion_init
-
-        completion_init()
-    app()
+    """The console script (also ``python -m opcli``: the same name, so that completion works the same)."""
+    app(prog_name="opcli")

@@ -59,24 +59,28 @@ class Env:
 
 @dataclass
 class State:
-    """What the global options chose: the config file and site, the streams."""
+    """What the global options chose: the config file and site, the streams, the secrets to redact."""
 
     config_path: Path | None = None
     site: str | None = None
     env: Env = field(default_factory=Env.current)
     config: Config | None = None  # given instead of a file: `opcli demo` runs commands on its own listener
+    secrets: set[str] = field(default_factory=set)  # token values: redacted in everything printed or written
 
     def load(self, listen: bool = False) -> Config:
-        if self.config is not None:
-            return self.config
-        from opcli.config import load_config
+        if self.config is None:
+            from opcli.config import load_config
 
-        return load_config(self.config_path, self.site, listen=listen)
+            config = load_config(self.config_path, self.site, listen=listen)
+        else:
+            config = self.config
+        self.secrets.add(config.site.token)
+        return config
 
     def output(self, json_mode: bool = False) -> Output:
         from opcli.cli.render import Output
 
-        return Output(self.env, json_mode)
+        return Output(self.env, json_mode, self.secrets)
 
 
 def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -89,7 +93,7 @@ def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
         except OpcliError as exc:
             if os.environ.get("OPCLI_DEBUG"):
                 raise
-            _report(str(exc))
+            report(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
@@ -99,16 +103,21 @@ def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:  # a bug: say so in one line, traceback only on request
             if os.environ.get("OPCLI_DEBUG") or type(exc).__module__.startswith(("typer", "click")):
                 raise  # typer's own usage errors and exits keep their usual form
-            _report(f"internal error: {type(exc).__name__}: {exc} (set OPCLI_DEBUG=1 for a traceback)")
+            report(f"internal error: {type(exc).__name__}: {exc} (set OPCLI_DEBUG=1 for a traceback)")
             raise typer.Exit(1) from None
 
     return guarded
 
 
-def _report(text: str) -> None:
+def report(text: str) -> None:
+    """``opcli: error: TEXT`` on stderr, with the running command's token redacted."""
+    from typer._click.globals import get_current_context
+
     from opcli.cli.render import Output
 
-    Output(Env.current()).error(text)
+    ctx = get_current_context(silent=True)
+    out = state(ctx).output() if ctx is not None else Output(Env.current())
+    out.error(text)
 
 
 def state(ctx: typer.Context) -> State:
@@ -121,7 +130,25 @@ def state(ctx: typer.Context) -> State:
 
 # --- shared options ------------------------------------------------------------------------
 
-Json = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (shapes in the README).")]
+
+def _id(value: Any) -> int:
+    """The ``parser`` of id options: the protocol's one id rule (0 to 2^63-1)."""
+    from opcli.protocol import id_of
+
+    return id_of(value)
+
+
+def id_option(name: str, help: str) -> Any:
+    """An id option (``--user``, ``--bot``): checked by the protocol's id rule, as ``send --batch`` does."""
+    return typer.Option(name, metavar="ID", parser=_id, help=help, show_default=False)
+
+
+def id_argument(help: str) -> Any:
+    """An id argument (``user-info ID``), checked by the protocol's id rule."""
+    return typer.Argument(metavar="ID", parser=_id, help=help, show_default=False)
+
+
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (shape: see above).")]
 Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="Show requests and replies on stderr (token masked).")]
 Timeout = Annotated[
     float | None,
@@ -134,8 +161,8 @@ Timeout = Annotated[
     ),
 ]
 Attach = Annotated[
-    Path | None,
-    typer.Option("--attach", metavar="FILE", help="A file to upload (streamed).", show_default=False, dir_okay=False),
+    list[Path] | None,
+    typer.Option("--attach", metavar="FILE", help="A file to upload (streamed); one per message.", show_default=False),
 ]
 Message = Annotated[
     str | None,
@@ -147,11 +174,23 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the request and a
 # --- what several commands do --------------------------------------------------------------
 
 
-def read_message(text: str | None, env: Env) -> str | None:
-    """``-m -`` reads stdin as UTF-8 and strips one trailing newline."""
+def one_file(paths: list[Path] | None) -> Path | None:
+    """The ``--attach`` file, checked before anything is sent; a repeated ``--attach`` is refused."""
+    from opcli.client import check_file
+
+    if paths and len(paths) > 1:
+        raise UsageError(f"--attach given {len(paths)} times: a message carries one file")
+    return check_file(paths[0] if paths else None)
+
+
+def read_message(text: str | None, out: Output) -> str | None:
+    """``-m -`` reads stdin as UTF-8 and strips one trailing newline (with a hint when stdin is a terminal)."""
     if text != "-":
         return text
-    data = env.stdin.buffer.read() if hasattr(env.stdin, "buffer") else env.stdin.read().encode("utf-8")
+    stdin = out.env.stdin
+    if out.env.is_tty(stdin):
+        out.note("Type the message, then press Ctrl-D on a new line (Ctrl-C to cancel).", style="dim")
+    data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode("utf-8")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -160,8 +199,8 @@ def read_message(text: str | None, env: Env) -> str | None:
 
 
 def logger(out: Output, verbose: bool) -> Callable[[str], None] | None:
-    """What ``-v`` writes to: dim lines on stderr."""
-    return (lambda line: out.err.print(line, markup=False, style="dim")) if verbose else None
+    """What ``-v`` writes to: dim lines on stderr, token redacted."""
+    return out.verbose if verbose else None
 
 
 def reply_outcome(out: Output, reply: Any, what: str) -> None:

@@ -107,7 +107,23 @@ def listen(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Write every call as a JSON line on stdout.")] = False,
 ) -> None:
-    """Serve the site's webhooks and the panel's endpoint locally; print every call; a live inspector at /_opcli/."""
+    """Stand in for the site and the panel; print every call.
+
+    Serves their endpoints locally, and a live inspector at /_opcli/.
+
+    Serves the panel's Operator API endpoint and the site's three webhooks at the paths of the
+    selected site's URLs, answers with canned data, and prints each call (--json: one JSON line per
+    call, after a {"event": "ready", ...} line). The inspector (a page for a browser, and an HTTP API
+    for tests) is at the URL the ready line names. Exit 0 when every counted call was accepted, 1
+    when any was rejected, 124 when --timeout ran out before --count calls came.
+
+    \b
+    Examples:
+      opcli listen
+      opcli listen --port 0 --count 1 --timeout 60 --json > calls.jsonl
+      opcli listen --journal calls.jsonl --save-dir uploads/
+      opcli listen --operator --fault user_info:delay=5,times=1
+    """
     from opcli.listener import serve
 
     st = state(ctx)
@@ -120,10 +136,11 @@ def listen(
     out = st.output(json_out)
 
     def announce(ready: Any) -> None:
-        out.note(f"Ready: {ready.url}  (inspector: {ready.inspector})", style="bold")
+        usable = _usable_url(out, ready.url)
+        out.note(f"Ready: {ready.url}  (inspector: {usable}{ready.inspector[len(ready.url) :]})", style="bold")
         if not json_out:
             for kind, endpoint in ready.endpoints.items():
-                out.note(f"  {kind:<13} POST {endpoint}")
+                out.note(f"  {kind:<13} POST {usable}{endpoint[len(ready.url) :]}")
         st.env.stderr.flush()
 
     def show(line: Any) -> None:
@@ -153,5 +170,40 @@ def listen(
     tally = outcome.tally
     made = f"; {tally.callbacks} callbacks, {tally.failed_callbacks} failed" if tally.callbacks else ""
     dropped = f"; {tally.dropped} lines not shown (stdout was not read)" if tally.dropped else ""
-    out.note(f"Stopped ({outcome.reason}): {outcome.counted} calls, {outcome.rejected} rejected{made}{dropped}")
+    out.note(
+        f"Stopped ({outcome.reason}): {outcome.counted} calls, {outcome.rejected} rejected"
+        f"{made}{_elsewhere(outcome)}{dropped}"
+    )
     raise typer.Exit(outcome.exit_code)
+
+
+def _elsewhere(outcome: Any) -> str:
+    """The calls to no endpoint (a wrong path, a GET), named: they are why --count may never be reached."""
+    paths = outcome.tally.unknown
+    if not paths:
+        return ""
+    from opcli.cli.render import shown
+
+    distinct = list(dict.fromkeys(shown(path) for path in paths))
+    shown = ", ".join(distinct[:3]) + (", ..." if len(distinct) > 3 else "")
+    return f"; {len(paths)} call{'s' * (len(paths) != 1)} to an unknown path ({shown})"
+
+
+def _usable_url(out: Any, url: str) -> str:
+    """The base URL to show; on a wildcard address, a warning that anyone on the network can call it."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.hostname not in ("0.0.0.0", "::"):
+        return url
+    import socket
+
+    try:  # the address of the interface that routes outwards (no packet is sent)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            address = probe.getsockname()[0]
+    except OSError:
+        address = socket.gethostname()
+    out.warn("listening on every interface: the endpoints are open to anyone on the network")
+    out.note(f"  reach it as http://127.0.0.1:{parts.port} here, or http://{address}:{parts.port} from elsewhere")
+    return f"http://127.0.0.1:{parts.port}"

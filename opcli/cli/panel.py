@@ -14,8 +14,11 @@ from opcli.cli.common import (
     Message,
     Timeout,
     Verbose,
+    id_argument,
+    id_option,
     judged_outcome,
     logger,
+    one_file,
     read_message,
     reply_outcome,
     state,
@@ -34,39 +37,50 @@ def _fetch(ctx: typer.Context, kind: str, user_id: int, timeout: float | None, v
 
 def user_info(
     ctx: typer.Context,
-    user_id: Annotated[int, typer.Argument(min=0, metavar="ID", help="The user whose profile the operator opens.")],
+    user_id: Annotated[int, id_argument("The user whose profile the operator opens.")],
     timeout: Timeout = None,
     verbose: Verbose = False,
     json_out: Json = False,
 ) -> None:
-    """Call the site's user-info webhook as the panel does and check the reply."""
+    """Open a user's profile as the panel does; check it.
+
+    POSTs token and user_id to the site's user-info webhook and checks the reply against the
+    contract; violations go to stderr and make exit 1. --json prints the profile object
+    (unwrapped from a {"status", "data"} envelope).
+
+    \b
+    Examples:
+      opcli user-info 42
+      opcli user-info 42 --json
+      opcli -s staging user-info 1001 -v
+    """
     _fetch(ctx, "user_info", user_id, timeout, verbose, json_out)
 
 
 def user_media(
     ctx: typer.Context,
-    user_id: Annotated[
-        int, typer.Argument(min=0, metavar="ID", help="The user whose private media the operator opens.")
-    ],
+    user_id: Annotated[int, id_argument("The user whose private media the operator opens.")],
     timeout: Timeout = None,
     verbose: Verbose = False,
     json_out: Json = False,
 ) -> None:
-    """Call the site's user-media webhook as the panel does and check the reply."""
+    """Open a user's private media as the panel does; check it.
+
+    POSTs token and user_id to the site's user-media webhook and checks the reply against the
+    contract. --json prints {"media": [{"url", "big"}, ...]}.
+
+    \b
+    Examples:
+      opcli user-media 42
+      opcli user-media 42 --json
+    """
     _fetch(ctx, "user_media", user_id, timeout, verbose, json_out)
 
 
 def reply(
     ctx: typer.Context,
-    bot: Annotated[
-        int, typer.Option("--bot", metavar="ID", min=0, help="The bot who replies (user_id).", show_default=False)
-    ],
-    user: Annotated[
-        int,
-        typer.Option(
-            "--user", metavar="ID", min=0, help="The site user who receives it (contact_id).", show_default=False
-        ),
-    ],
+    bot: Annotated[int, id_option("--bot", "The bot who replies (user_id).")],
+    user: Annotated[int, id_option("--user", "The site user who receives it (contact_id).")],
     message: Message = None,
     attach: Attach = None,
     dry_run: DryRun = False,
@@ -74,44 +88,42 @@ def reply(
     verbose: Verbose = False,
     json_out: Json = False,
 ) -> None:
-    """Send an operator's reply to the site's send-message webhook, as the panel does."""
-    from opcli import client
+    """Send an operator's reply to a user, as the panel does.
+
+    POSTs to the site's send-message webhook: user_id is the bot, contact_id the user. --json
+    prints the site's reply body (null when it is not JSON).
+
+    \b
+    Examples:
+      opcli reply --bot 7 --user 42 -m "Hi! How are you?"
+      opcli reply --bot 7 --user 42 -m "For you" --attach examples/photo.jpg
+    """
     from opcli.panel import operator_reply, send_reply
 
     st = state(ctx)
-    text = read_message(message, st.env)
-    attach = client.check_file(attach)
-    if not text and attach is None:
-        raise UsageError("nothing to send: give -m TEXT or --attach FILE")
     out = st.output(json_out)
+    file = one_file(attach)
+    text = read_message(message, out)
+    if not text and file is None:
+        raise UsageError("nothing to send: give -m TEXT or --attach FILE")
     site = st.load().site
     if dry_run:
-        out.request(operator_reply(site, bot, user, text or "", attach))
+        out.request(operator_reply(site, bot, user, text or "", file))
         return
-    answer = send_reply(site, bot, user, text or "", attach, timeout=timeout, log=logger(out, verbose))
+    answer = send_reply(site, bot, user, text or "", file, timeout=timeout, log=logger(out, verbose))
     reply_outcome(out, answer, f"Delivered to {answer.url}")
 
 
 def check(
     ctx: typer.Context,
-    user: Annotated[
-        int | None,
-        typer.Option(
-            "--user", metavar="ID", min=0, help="A user the site knows (default: check.user).", show_default=False
-        ),
-    ] = None,
-    bot: Annotated[
-        int | None,
-        typer.Option("--bot", metavar="ID", min=0, help="A bot for --send (default: check.bot).", show_default=False),
-    ] = None,
+    user: Annotated[int | None, id_option("--user", "A user the site knows (default: check.user).")] = None,
+    bot: Annotated[int | None, id_option("--bot", "A bot for --send (default: check.bot).")] = None,
     send_messages: Annotated[
         bool, typer.Option("--send", help="Also check send-message: delivers real messages.")
     ] = False,
     junit: Annotated[
         Path | None,
-        typer.Option(
-            "--junit", metavar="FILE", help="Write a JUnit XML report to FILE.", dir_okay=False, show_default=False
-        ),
+        typer.Option("--junit", metavar="FILE", help="Write a JUnit XML report to FILE.", show_default=False),
     ] = None,
     fuzz: Annotated[
         int,
@@ -128,9 +140,23 @@ def check(
         typer.Option("--fuzz-seed", metavar="S", help="Make --fuzz repeatable.", show_default=False),
     ] = None,
     timeout: Timeout = None,
+    verbose: Annotated[
+        bool, typer.Option("-v", "--verbose", help="Show the request and reply of each failing check on stderr.")
+    ] = False,
     json_out: Json = False,
 ) -> None:
-    """Run the conformance suite against the site's three webhooks."""
+    """Run the conformance suite against the site's webhooks.
+
+    One row per check (pass/fail, latency, why). --json prints {"passed", "failed", "checks":
+    [{"name", "ok", "detail", "ms"}]}, with every violation in detail. Exit 1 when a check
+    fails, 3 when the site could not be reached (the JUnit report is written then too).
+
+    \b
+    Examples:
+      opcli check
+      opcli check --send --junit report.xml
+      opcli -s staging check --user 1001 -v
+    """
     st = state(ctx)
     site = st.load().site
     user = user if user is not None else site.check.get("user")
@@ -140,7 +166,7 @@ def check(
         raise UsageError(f"give {missing} or set check.{missing[2:]} for site '{site.name}' in the config")
     if fuzz_seed is not None and not fuzz:
         raise UsageError("--fuzz-seed needs --fuzz N")
-    run_check(st.output(json_out), site, user, bot or 0, send_messages, timeout, junit, fuzz, fuzz_seed)
+    run_check(st.output(json_out), site, user, bot or 0, send_messages, timeout, junit, verbose, fuzz, fuzz_seed)
 
 
 def run_check(
@@ -151,30 +177,55 @@ def run_check(
     send_messages: bool,
     timeout: float | None,
     junit: Path | None = None,
+    verbose: bool = False,
     fuzz: int = 0,
     fuzz_seed: int | None = None,
 ) -> None:
-    """Run the suite, show it (rows as they finish, or the JSON report), write JUnit; failures are exit 1."""
-    from opcli.conformance import junit_xml, run_checks
+    """Run the suite, show it (rows as they finish, or the JSON report), write JUnit; failures are exit 1.
 
-    report = run_checks(
-        site,
-        user,
-        bot,
-        send_messages,
-        timeout=timeout,
-        on_check=None if out.json_mode else out.check_row,
-        fuzz=fuzz,
-        fuzz_seed=fuzz_seed,
-    )
+    The JUnit path is checked before anything is sent, and written also when the site is unreachable.
+    """
+    from opcli.client import log_reply, log_request
+    from opcli.conformance import Report, junit_xml, run_checks
+    from opcli.errors import UnreachableError
+
+    if junit is not None:
+        try:
+            with open(junit, "ab"):
+                pass
+        except OSError as exc:
+            raise UsageError(f"cannot write --junit {junit}: {exc.strerror or exc}") from None
+    done: list[Any] = []
+
+    def on_check(check: Any) -> None:
+        done.append(check)
+        if not out.json_mode:
+            out.check_row(check, verbose)
+        if verbose and not check.ok and check.request is not None:
+            log_request(out.verbose, check.request, check.request.build())
+            if check.reply is not None:
+                log_reply(out.verbose, check.reply)
+
+    try:
+        report = run_checks(
+            site, user, bot, send_messages, timeout=timeout, on_check=on_check, fuzz=fuzz, fuzz_seed=fuzz_seed
+        )
+    except UnreachableError:
+        if junit is not None:  # CI still gets its report: every check failed as unreachable
+            _write(out, junit, junit_xml(Report(site.name, done)))
+        raise
     if out.json_mode:
-        out.json(report.as_dict())
+        out.document(report.as_dict())
     else:
         out.note(f"{report.passed} checks passed, {report.failed} failed", style="bold")
     if junit is not None:
-        try:
-            junit.write_bytes(junit_xml(report))
-        except OSError as exc:
-            raise UsageError(f"cannot write {junit}: {exc.strerror}") from None
+        _write(out, junit, junit_xml(report))
     if report.failed:
         raise RemoteError(f"{report.failed} of {len(report.checks)} checks failed against site '{site.name}'")
+
+
+def _write(out: Any, path: Path, data: bytes) -> None:
+    try:
+        path.write_text(out.redact(data.decode("utf-8")), encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None

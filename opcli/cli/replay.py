@@ -54,7 +54,20 @@ def replay(
     timeout: Timeout = None,
     json_out: Json = False,
 ) -> None:
-    """Send journaled calls again (byte-exact where the body was saved) and compare the replies."""
+    """Send journaled calls again and compare the replies.
+
+    Reads the call lines of a journal (opcli listen --journal; - reads stdin) and sends each to
+    the selected site's URL for its kind (or --to BASE_URL), with the site's token: the saved
+    bytes when the listener ran with --save-dir, else a body rebuilt from the line. --json prints
+    JSON Lines {"seq", "kind", "url", "status", "ms", "ok", "same", "diff"} and a summary. Exit 1
+    when a call failed or (--expect-same) differed, 3 when the target could not be reached.
+
+    \b
+    Examples:
+      opcli -s dev replay rec/j.jsonl --expect-same
+      opcli replay calls.jsonl --seq 3,5-9 --kind user_info --to http://127.0.0.1:8000
+      opcli replay calls.jsonl --set message=hello --json
+    """
     from opcli.replay import kind_name, parse_seqs, parse_set
     from opcli.replay import replay as run
 

@@ -7,20 +7,27 @@ from typing import Annotated, Any
 
 import typer
 
-from opcli.cli.common import Attach, DryRun, Json, Message, Timeout, Verbose, logger, read_message, reply_outcome, state
+from opcli.cli.common import (
+    Attach,
+    DryRun,
+    Json,
+    Message,
+    Timeout,
+    Verbose,
+    id_option,
+    logger,
+    one_file,
+    read_message,
+    reply_outcome,
+    state,
+)
 from opcli.errors import RemoteError, UsageError
 
 
 def send(
     ctx: typer.Context,
-    user: Annotated[
-        int | None,
-        typer.Option("--user", metavar="ID", min=0, help="The site user who sends (user_id).", show_default=False),
-    ] = None,
-    bot: Annotated[
-        int | None,
-        typer.Option("--bot", metavar="ID", min=0, help="The bot who receives (contact_id).", show_default=False),
-    ] = None,
+    user: Annotated[int | None, id_option("--user", "The site user who sends (user_id).")] = None,
+    bot: Annotated[int | None, id_option("--bot", "The bot who receives (contact_id).")] = None,
     message: Message = None,
     photo: Annotated[
         list[str] | None,
@@ -66,9 +73,23 @@ def send(
         ),
     ] = 0,
 ) -> None:
-    """Send a message_sent event to the panel, as the site does (or many, with --batch)."""
+    """Send a message from a user to a bot, as the site does.
+
+    POSTs action=message_sent to the panel's endpoint (panel_url), multipart. --json prints the
+    panel's reply body (null when it is not JSON). With --batch FILE, sends every message of a JSON
+    Lines or CSV file ({"user", "bot", "message", "photos", "attach"} per line) and prints, with
+    --json, one result line per message and a summary line.
+
+    \b
+    Examples:
+      opcli send --user 42 --bot 7 -m "Hello!"
+      opcli send --user 42 --bot 7 -m "Look" --photo https://cdn.example.com/1.jpg
+      opcli send --user 42 --bot 7 --attach examples/photo.jpg --dry-run
+      echo "Hi from a pipe" | opcli send --user 42 --bot 7 -m -
+      opcli send --batch examples/messages.jsonl --json > results.jsonl
+    """
     from opcli import client
-    from opcli.protocol import make_photos, parse_id
+    from opcli.protocol import make_photos
 
     photo, big = photo or [], big or []
     if batch is not None:
@@ -87,34 +108,31 @@ def send(
             if value is not None and value is not False and value != []
         ]
         if given:
-            raise typer.BadParameter(
-                f"--batch takes every message from FILE; drop {', '.join(given)}", param_hint="'--batch'"
-            )
+            raise UsageError(f"--batch takes every message from FILE; drop {', '.join(given)}")
         _send_batch(ctx, batch, concurrency, rate, retries, timeout, json_out)
         return
     if user is None or bot is None:
-        raise typer.BadParameter("both --user and --bot are required", param_hint="'--user' / '--bot'")
+        raise UsageError("both --user and --bot are required (or --batch FILE)")
     if len(big) > len(photo):
         raise UsageError(
             f"{len(big)} --big for {len(photo)} --photo: each --big is the thumbnail "
             "of the --photo in the same position"
         )
     try:
-        user, bot = parse_id(user, "--user"), parse_id(bot, "--bot")
         photos = make_photos(itertools.zip_longest(photo, big))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     st = state(ctx)
-    text = read_message(message, st.env)
-    attach = client.check_file(attach)
-    if not text and not photos and attach is None:
-        raise UsageError("nothing to send: give -m TEXT, --photo URL or --attach FILE")
     out = st.output(json_out)
+    file = one_file(attach)
+    text = read_message(message, out)
+    if not text and not photos and file is None:
+        raise UsageError("nothing to send: give -m TEXT, --photo URL or --attach FILE")
     site = st.load().site
     if dry_run:
-        out.request(client.message_sent(site, user, bot, text or "", photos, attach))
+        out.request(client.message_sent(site, user, bot, text or "", photos, file))
         return
-    reply = client.send_message(site, user, bot, text or "", photos, attach, timeout=timeout, log=logger(out, verbose))
+    reply = client.send_message(site, user, bot, text or "", photos, file, timeout=timeout, log=logger(out, verbose))
     reply_outcome(out, reply, f"Sent to {reply.url}")
 
 
@@ -129,7 +147,7 @@ def _send_batch(
 ) -> None:
     from contextlib import nullcontext
 
-    from opcli.batch import count_lines, send_batch
+    from opcli.batch import Summary, count_lines, send_batch
 
     st = state(ctx)
     out = st.output(json_out)
@@ -146,37 +164,57 @@ def _send_batch(
             TimeElapsedColumn(),
             console=out.err,
             transient=True,
+            redirect_stdout=False,  # results go to stdout as they are, whatever stderr is
+            redirect_stderr=False,
         )
-    with progress:
-        if st.env.stderr_tty:
-            task = progress.add_task("send", total=count_lines(source))
 
-        def on_result(result: dict[str, Any]) -> None:
-            if json_out:
-                out.json(result)
-            elif not result["ok"]:
-                out.warn(f"line {result['line']}: {result['error'] or 'HTTP ' + str(result['status'])}")
-            if task is not None:
-                progress.advance(task)
+    def on_result(result: dict[str, Any]) -> None:
+        if json_out:
+            out.json(result)
+        elif not result["ok"]:
+            out.warn(f"line {result['line']}: {result['error'] or 'HTTP ' + str(result['status'])}")
+        if task is not None:
+            progress.advance(task)
 
-        summary = send_batch(
-            site,
-            source,
-            concurrency=concurrency,
-            rate=rate,
-            retries=retries,
-            timeout=timeout,
-            stdin=st.env.stdin,
-            on_result=on_result,
-        )
-    shown = summary.as_dict()
-    if json_out:
-        out.json({"summary": shown})
-    invalid = f" ({summary.invalid} invalid line{'s' * (summary.invalid != 1)})" if summary.invalid else ""
-    out.note(
-        f"Sent {summary.sent} of {summary.total} messages in {shown['seconds']} s "
-        f"({shown['messages_per_second']} msg/s); {summary.failed} failed{invalid}; latency p50 "
-        f"{shown['p50_ms']} ms, p95 {shown['p95_ms']} ms, p99 {shown['p99_ms']} ms"
-    )
+    summary = Summary()
+    stdout_open = True
+    try:
+        with progress:
+            if st.env.stderr_tty:
+                task = progress.add_task("send", total=count_lines(source))
+            send_batch(
+                site,
+                source,
+                concurrency=concurrency,
+                rate=rate,
+                retries=retries,
+                timeout=timeout,
+                stdin=st.env.stdin,
+                on_result=on_result,
+                summary=summary,
+            )
+    except BrokenPipeError:
+        stdout_open = False
+        raise
+    finally:  # on every exit (Ctrl-C, exit 3, a closed stdout): what was done, and where to resume
+        _summary(out, summary, json_out and stdout_open)
     if summary.failed:
         raise RemoteError(f"{summary.failed} of {summary.total} messages failed")
+
+
+def _summary(out: Any, summary: Any, json_line: bool) -> None:
+    shown = summary.as_dict()
+    if json_line:
+        out.json({"summary": shown})
+    invalid = f" ({summary.invalid} invalid line{'s' * (summary.invalid != 1)})" if summary.invalid else ""
+    rest = f"; {summary.not_attempted} not attempted" if summary.not_attempted else ""
+    latency = (
+        f"; latency p50 {shown['p50_ms']} ms, p95 {shown['p95_ms']} ms, p99 {shown['p99_ms']} ms"
+        if summary.latencies
+        else ""
+    )
+    out.note(
+        f"Sent {summary.sent} of {summary.total} messages in {shown['seconds']} s "
+        f"({shown['messages_per_second']} msg/s); {summary.failed} failed{invalid}{rest}; "
+        f"every line up to {summary.through_line} done{latency}"
+    )

@@ -45,7 +45,17 @@ def spec(
         typer.Option("-o", "--output", metavar="FILE", help="Write to FILE instead of stdout.", dir_okay=False),
     ] = None,
 ) -> None:
-    """Write the protocol as an OpenAPI 3.1 document, generated from opcli's own contract models."""
+    """Write the protocol as an OpenAPI 3.1 document.
+
+    Generated from the contract models opcli checks replies with: --side panel (the panel's
+    Operator API endpoint), --side site (the three webhooks, for Schemathesis or Prism), or both
+    (the default). YAML unless --format json or an -o name ending in .json.
+
+    \b
+    Examples:
+      opcli spec -o operator-api.yaml
+      opcli -s staging spec --side site --format json > site.json
+    """
     from opcli.spec import build_spec, render
 
     st = state(ctx)

@@ -32,6 +32,7 @@ __all__ = [
     "Site",
     "find_config",
     "load_config",
+    "searched",
     "user_config_path",
 ]
 
@@ -43,16 +44,31 @@ def user_config_path() -> Path:
     return Path(get_app_dir("opcli")) / "config.yaml"
 
 
+def searched() -> list[str]:
+    """Where a config file is looked for when neither --config nor $OPCLI_CONFIG names one."""
+    return ["./opcli.yaml", str(user_config_path())]
+
+
+def _is_file(path: Path, origin: str) -> bool:
+    """True for a file; an unusable path (unreadable directory, name too long) is a ConfigError naming it."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({origin}): {exc.strerror or exc}") from None
+
+
 def find_config(explicit: str | Path | None = None) -> Path:
     """The config file to use: the first of --config, $OPCLI_CONFIG, ./opcli.yaml, user, built-in."""
     for given, origin in ((explicit, "--config"), (os.environ.get("OPCLI_CONFIG"), "$OPCLI_CONFIG")):
         if given:
             path = Path(given).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"{path}: config file not found (from {origin})")
-            return path
-    for candidate in (Path("opcli.yaml"), user_config_path()):
-        if candidate.is_file():
+            if _is_file(path, f"from {origin}"):
+                return path
+            if path.is_dir():
+                raise ConfigError(f"{path}: is a directory, not a config file (from {origin})")
+            raise ConfigError(f"{path}: config file not found (from {origin})")
+    for candidate, origin in ((Path("opcli.yaml"), "the current directory"), (user_config_path(), "user config")):
+        if _is_file(candidate, origin):
             return candidate
     return BUILTIN
 
@@ -88,15 +104,16 @@ def load_config(path: str | Path | None = None, site: str | None = None, listen:
         errors.append(f"{where}: 'sites' must be a mapping with at least one site")
         raise ConfigError(errors)
     chosen = site or os.environ.get("OPCLI_SITE") or raw.get("default_site")
+    origin = "--site" if site else "$OPCLI_SITE" if os.environ.get("OPCLI_SITE") else "default_site"
     if chosen is None:
         chosen = next(iter(sites_node)) if len(sites_node) == 1 else None
+        origin = "the only site"
     if chosen is None:
         errors.append(
             f"{top_where}: no site selected: set default_site, --site or $OPCLI_SITE "
             f"(sites: {', '.join(map(str, sites_node))})"
         )
     elif chosen not in sites_node:
-        origin = "--site" if site else "$OPCLI_SITE" if os.environ.get("OPCLI_SITE") else "default_site"
         mark = raw.value_marks.get("default_site") if origin == "default_site" else sites_node.mark
         errors.append(
             f"{_where(shown, mark)}: no site '{chosen}' (from {origin}); sites: {', '.join(map(str, sites_node))}"
@@ -115,4 +132,5 @@ def load_config(path: str | Path | None = None, site: str | None = None, listen:
         walk(LISTEN_SPEC, raw["listen"], shown, _where(shown, raw.value_marks.get("listen")), errors, False, "listen")
     if errors or selected is None:
         raise ConfigError(errors or [f"{top_where}: site '{chosen}' is not usable"])
-    return Config(path=shown, site=selected, site_names=[str(n) for n in sites_node], _raw=raw, _listen=resolved_listen)
+    names = [str(n) for n in sites_node]
+    return Config(path=shown, site=selected, site_names=names, _raw=raw, _listen=resolved_listen, site_from=origin)

@@ -29,9 +29,9 @@ def _interpolate(text: str, where: str, errors: list[str], strict: bool, name: s
 
     def sub(m: re.Match) -> str:
         value = os.environ.get(m.group(1))
+        if not value and m.group(2) is not None:  # POSIX ${VAR:-default}: unset *or empty* takes the default
+            return m.group(2)
         if value is None:
-            if m.group(2) is not None:
-                return m.group(2)
             missing.append(m.group(1))
             return ""
         return value
@@ -169,7 +169,8 @@ def _choice(*choices: Any) -> Callable[[Any], Any]:
         if isinstance(value, str) and value.isdigit():
             value = int(value)
         if value not in choices:
-            raise ValueError(f"expected one of {', '.join(map(str, choices))}, got {value!r}")
+            got = "nothing" if value is None else repr(value)
+            raise ValueError(f"expected one of {', '.join(map(str, choices))}, got {got}")
         return value
 
     digits = [str(c) for c in choices if isinstance(c, int)]  # "404" is read as 404
@@ -208,6 +209,7 @@ def walk(spec: dict, node: Any, path: str, where: str, errors: list[str], strict
             continue
         if spec[key] is None or isinstance(spec[key], FreeForm):
             continue
+        written = value
         if isinstance(value, str) and "${" in value:
             value = _interpolate(value, value_where, errors, strict, name)
             if value is _Unset:
@@ -215,7 +217,9 @@ def walk(spec: dict, node: Any, path: str, where: str, errors: list[str], strict
         try:
             out[key] = spec[key](value)
         except ValueError as exc:
-            errors.append(f"{value_where}: {name}: {exc}")
+            # quote the value as written: an expanded ${VAR} may hold a secret (a token in a URL)
+            reason = str(exc).replace(repr(value), repr(written)) if written != value else str(exc)
+            errors.append(f"{value_where}: {name}: {reason}")
     return out
 
 
@@ -224,6 +228,12 @@ def check_site(name: str, node: Any, path: str, where: str, errors: list[str], s
     values = walk(_SITE_SPEC, node, path, where, errors, strict, f"sites.{name}")
     if isinstance(node, dict):
         errors += [f"{where}: site '{name}' has no {key}" for key in SITE_REQUIRED if key not in node]
+    if isinstance(node, dict) and "token" in node and values.get("token") == "":
+        written = node["token"]
+        variables = _VAR.findall(written) if isinstance(written, str) else []
+        names = " or ".join(f"${v[0]}" for v in variables)
+        why = f" (from {names}: set it to the site's token)" if variables else ""
+        errors.append(f"{_where(path, node.value_marks.get('token'))}: sites.{name}.token: the token is empty{why}")
     if len(errors) > before or any(key not in values for key in SITE_REQUIRED):
         return None
     check = values.pop("check", {})

@@ -151,6 +151,7 @@ class Config:
     site_names: list[str]
     _raw: Any = None
     _listen: ListenConfig | None = None
+    site_from: str = "default_site"  # what chose the site: --site, $OPCLI_SITE, default_site, the only site
 
     @property
     def listen(self) -> ListenConfig:

@@ -130,10 +130,7 @@ def _times(raw: str) -> int:
 
 
 def _user(raw: str) -> int:
-    try:
-        return parse_id(raw, "user")
-    except ValueError as exc:
-        raise ValueError(f"user: {exc}") from None
+    return parse_id(raw, "user")
 
 
 _OPTION_VALUES = {"rate": _rate, "times": _times, "user": _user, "delay": lambda raw: _seconds("delay", raw)}

@@ -1,0 +1,148 @@
+"""No token anywhere: not in URLs, error lines, --dry-run, -v, config show, batch output, JUnit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from opcli.errors import ConfigError
+from opcli.protocol import mask_token, redact
+from tests.conftest import free_port
+
+TOKEN = "tok-SECRET-value-98765"  # 22 characters: shown as …8765
+
+
+def config_with_token_in_urls(path, base: str, password: bool = False) -> None:
+    userinfo = "opcli:${PANEL_TOKEN}@" if password else ""
+    path.write_text(
+        f"""\
+sites:
+  s:
+    token: ${{PANEL_TOKEN}}
+    panel_url: "http://{userinfo}{base}/api?token=${{PANEL_TOKEN}}&v=1"
+    webhooks:
+      user_info: "http://{base}/hooks/user-info?key=${{PANEL_TOKEN}}"
+      user_media: "http://{base}/hooks/user-media"
+      send_message: "http://{base}/hooks/send-message"
+    check: {{user: 42, bot: 7}}
+""",
+        encoding="utf-8",
+    )
+
+
+@pytest.fixture
+def token_env(monkeypatch):
+    monkeypatch.setenv("PANEL_TOKEN", TOKEN)
+
+
+def assert_no_token(*texts: str) -> None:
+    for text in texts:
+        assert TOKEN not in text, text
+        assert "SECRET" not in text, text
+
+
+def test_masking_rules():
+    assert mask_token("abcdefghijkl") == "***"  # 12 characters: too short to show any of it
+    assert mask_token("abcdefghijklmnop") == "…mnop"
+    assert mask_token("") == "(empty)"
+    assert redact(f"https://x/a?token={TOKEN}", [TOKEN]) == "https://x/a?token=…8765"
+    assert (
+        redact("http://me:pa%24ss@host/x and http://host:80/y@z", []) == "http://me:***@host/x and http://host:80/y@z"
+    )
+    assert redact("abc abcdef", ["abc"]) == "*** abcdef"  # a short secret only where it stands alone
+
+
+def test_error_lines_hide_the_token(cli, isolated, token_env):
+    config_with_token_in_urls(isolated / "opcli.yaml", f"127.0.0.1:{free_port()}")
+    for argv in (["send", "--user", 1, "--bot", 2, "-m", "x"], ["user-info", 42], ["check"]):
+        result = cli(*argv)
+        assert result.exit_code == 3, result.stderr
+        assert "connection refused" in result.stderr and "=…8765" in result.stderr
+        assert_no_token(result.stdout, result.stderr)
+
+
+def test_dry_run_hides_the_token_and_its_curl_line_still_works(cli, isolated, stdlib_server, token_env):
+    base = stdlib_server.url.removeprefix("http://")
+    config_with_token_in_urls(isolated / "opcli.yaml", base)
+    result = cli("send", "--user", 1, "--bot", 2, "-m", "x", "--dry-run")
+    as_json = cli("send", "--user", 1, "--bot", 2, "-m", "x", "--dry-run", "--json")
+    assert result.exit_code == as_json.exit_code == 0
+    assert_no_token(result.stdout, result.stderr, as_json.stdout)
+    assert f'"http://{base}/api?token=$OPCLI_TOKEN&v=1"' in result.stdout
+    curl = next(line for line in result.stdout.splitlines() if line.startswith("curl "))
+    assert json.loads(as_json.stdout)["curl"] == curl
+    env = {"OPCLI_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(["bash", "-c", curl], env=env, capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    [got] = stdlib_server.received
+    assert got.path == f"/api?token={TOKEN}&v=1" and got.field("token") == TOKEN
+
+
+def test_verbose_and_config_show_hide_the_token(cli, isolated, stdlib_server, token_env):
+    config_with_token_in_urls(isolated / "opcli.yaml", stdlib_server.url.removeprefix("http://"), password=True)
+    verbose = cli("send", "--user", 1, "--bot", 2, "-m", "x", "-v")
+    assert verbose.exit_code == 0, verbose.stderr
+    assert "> POST http://opcli:***@" in verbose.stderr
+    assert stdlib_server.received[0].path == f"/api?token={TOKEN}&v=1"  # what was sent is the real thing
+    shown = cli("config", "show")
+    shown_json = cli("config", "show", "--json")
+    assert "token=…8765" in shown.stdout and "opcli:***@" in shown.stdout
+    assert json.loads(shown_json.stdout)["token"] == "…8765"
+    assert_no_token(verbose.stdout, verbose.stderr, shown.stdout, shown_json.stdout)
+
+
+def test_batch_warnings_json_lines_and_junit_hide_the_token(cli, isolated, token_env):
+    config_with_token_in_urls(isolated / "opcli.yaml", f"127.0.0.1:{free_port()}", password=True)
+    (isolated / "m.jsonl").write_text(json.dumps({"user": 1, "bot": 2, "message": "m"}) + "\n")
+    human = cli("send", "--batch", isolated / "m.jsonl")
+    lines = cli("send", "--batch", isolated / "m.jsonl", "--json")
+    check = cli("check", "--junit", isolated / "r.xml")
+    assert human.exit_code == lines.exit_code == check.exit_code == 3
+    assert "warning: line 1: cannot reach http://opcli:***@127.0.0.1" in human.stderr
+    assert "token=…8765" in json.loads(lines.stdout.splitlines()[0])["error"]
+    report = (isolated / "r.xml").read_text()
+    assert ET.fromstring(report).find("testsuite").get("failures") == "9"
+    assert_no_token(human.stdout, human.stderr, lines.stdout, lines.stderr, check.stderr, report)
+
+
+def test_config_errors_quote_the_url_as_written(cli, isolated, token_env):
+    (isolated / "opcli.yaml").write_text(
+        'sites:\n  s:\n    token: ${PANEL_TOKEN}\n    panel_url: "ftp://host/api?token=${PANEL_TOKEN}"\n'
+    )
+    result = cli("config", "validate")
+    assert result.exit_code == 2
+    assert "got 'ftp://host/api?token=${PANEL_TOKEN}'" in result.stderr
+    assert_no_token(result.stderr)
+
+
+# --- empty variables (item 5) ------------------------------------------------------------------
+
+
+def test_an_empty_variable_takes_the_default_as_posix_says(monkeypatch):
+    from opcli.config import load_config
+
+    monkeypatch.setenv("OPCLI_TOKEN", "")
+    assert load_config().site.token == "dev-token"
+
+
+@pytest.mark.parametrize(
+    "token, env",
+    [("${SITE_TOKEN}", {"SITE_TOKEN": ""}), ("${SITE_TOKEN:-}", {}), ('""', {})],
+)
+def test_an_empty_token_is_a_config_error_naming_the_variable(cli, isolated, monkeypatch, token, env):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    (isolated / "opcli.yaml").write_text(f"sites:\n  s:\n    token: {token}\n    panel_url: http://127.0.0.1:9/api\n")
+    from opcli.config import load_config
+
+    with pytest.raises(ConfigError) as caught:
+        load_config()
+    [problem] = caught.value.problems
+    assert problem.startswith("opcli.yaml:3:12: sites.s.token: the token is empty")
+    assert ("$SITE_TOKEN" in problem) == ("SITE_TOKEN" in token)
+    for argv in (["config", "validate"], ["listen", "--port", "0", "--timeout", "0.1"]):
+        result = cli(*argv)
+        assert result.exit_code == 2 and "the token is empty" in result.stderr
