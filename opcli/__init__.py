@@ -8,6 +8,8 @@ imports httpx, starlette or uvicorn:
 - the contract: ``UserInfo``, ``MediaReply``, ``Photo``, ``check_reply``
 - the site's side: ``send_message``, ``send_batch``
 - the panel's side: ``fetch`` (a webhook called and judged), ``send_reply``, ``run_checks``
+- load tests: ``run_load``, ``LoadPlan``, ``LoadSettings`` (Locust in a subprocess; the user classes
+  to subclass are in ``opcli.load``, which imports Locust and so is never imported from here)
 - the listener: ``create_app``, ``serve``, ``ListenerThread``, ``Call``, ``Callback``, ``Journal``
 """
 
@@ -36,6 +38,9 @@ _EXPORTS = {
     "fetch": "opcli.panel",
     "send_reply": "opcli.panel",
     "run_checks": "opcli.conformance",
+    "run_load": "opcli.load_runner",
+    "LoadPlan": "opcli.load_runner",
+    "LoadSettings": "opcli.load_runner",
     "create_app": "opcli.listener",
     "serve": "opcli.listener",
     "ListenerThread": "opcli.listener",

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from opcli import __version__
-from opcli.cli import config, demo, listen, panel, send
+from opcli.cli import config, demo, listen, load, panel, send
 from opcli.cli.common import State, guard
 
 app = typer.Typer(
@@ -89,6 +89,7 @@ for name, fn, target in (
     ("reply", panel.reply, app),
     ("check", panel.check, app),
     ("demo", demo.demo, app),
+    ("load", load.load, app),
     ("completion", completion, app),
     ("init", config.init, config_app),
     ("validate", config.validate, config_app),

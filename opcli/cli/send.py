@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Annotated, Any
 
 import typer
 
-from opcli.cli.common import Attach, DryRun, Json, Message, Timeout, Verbose, logger, read_message, reply_outcome, state
+from opcli.cli.common import (
+    Attach,
+    Bigs,
+    DryRun,
+    Json,
+    Message,
+    Photos,
+    Timeout,
+    Verbose,
+    logger,
+    photos_of,
+    read_message,
+    reply_outcome,
+    state,
+)
 from opcli.errors import RemoteError, UsageError
 
 
@@ -22,16 +35,8 @@ def send(
         typer.Option("--bot", metavar="ID", min=0, help="The bot who receives (contact_id).", show_default=False),
     ] = None,
     message: Message = None,
-    photo: Annotated[
-        list[str] | None,
-        typer.Option("--photo", metavar="URL", help="URL of a photo (repeatable).", show_default=False),
-    ] = None,
-    big: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--big", metavar="URL", help="Thumbnail URL of the k-th --photo (repeatable).", show_default=False
-        ),
-    ] = None,
+    photo: Photos = None,
+    big: Bigs = None,
     attach: Attach = None,
     dry_run: DryRun = False,
     timeout: Timeout = None,
@@ -68,7 +73,7 @@ def send(
 ) -> None:
     """Send a message_sent event to the panel, as the site does (or many, with --batch)."""
     from opcli import client
-    from opcli.protocol import make_photos, parse_id
+    from opcli.protocol import parse_id
 
     photo, big = photo or [], big or []
     if batch is not None:
@@ -94,14 +99,9 @@ def send(
         return
     if user is None or bot is None:
         raise typer.BadParameter("both --user and --bot are required", param_hint="'--user' / '--bot'")
-    if len(big) > len(photo):
-        raise UsageError(
-            f"{len(big)} --big for {len(photo)} --photo: each --big is the thumbnail "
-            "of the --photo in the same position"
-        )
+    photos = photos_of(photo, big)
     try:
         user, bot = parse_id(user, "--user"), parse_id(bot, "--bot")
-        photos = make_photos(itertools.zip_longest(photo, big))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     st = state(ctx)
