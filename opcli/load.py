@@ -227,6 +227,9 @@ _FLUSH, _FLUSHED = "opcli_flush", "opcli_flushed"
 @events.init.add_listener
 def _setup(environment: Any, **_: Any) -> None:
     _run["environment"] = environment
+    # gevent's timers count from the loop's cached clock, last read before the imports of
+    # start-up: without this, --run-time would lose those seconds (most of a short run)
+    gevent.get_hub().loop.update_now()
     if isinstance(environment.runner, WorkerRunner):
         environment.runner.register_message(_FLUSH, _flush)
     elif isinstance(environment.runner, MasterRunner):

@@ -57,7 +57,7 @@ def test_a_run_counts_what_the_listener_journaled_every_kind_and_content(listene
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(b"\xff\xd8\xff" + bytes(2000))
     done = opcli(
-        "-c", config, "load", "--users", USERS, "--spawn-rate", 100, "--run-time", "3s", "--processes", 2,
+        "-c", config, "load", "--users", USERS, "--spawn-rate", 100, "--run-time", "2s", "--processes", 2,
         "--mix", "message_sent=3,user_info=1,user_media=1,send_message=1",
         "--content", "text=1,photos=1,file=1", "--photo", "https://cdn.example.com/1.jpg", "--attach", photo,
         "--user-ids", "1000-1009", "--bot-ids", "7",
@@ -101,7 +101,7 @@ def test_a_master_sums_up_the_requests_of_its_two_workers(listener):
     port = free_port()
     master = start(
         "-c", config, "load", "--master", "--expect-workers", 2, "--master-bind-host", "127.0.0.1",
-        "--master-port", port, "--users", 4, "--spawn-rate", 100, "--run-time", "3s", "--json",
+        "--master-port", port, "--users", 4, "--spawn-rate", 100, "--run-time", "2s", "--json",
     )  # fmt: skip
     workers = [
         start("-c", config, "load", "--worker", "--master-host", "127.0.0.1", "--master-port", port, "--user-ids", ids)
@@ -136,7 +136,7 @@ def test_failures_are_counted_and_over_the_ratio_exit_1(stdlib_server, tmp_path)
     stdlib_server.respond = half_refused
     config = write_config(tmp_path / "c.yaml", panel_url=f"{stdlib_server.url}/operator-api")
     done = opcli(
-        "-c", config, "load", "--users", 2, "--spawn-rate", 100, "--run-time", 3, "--max-fail-ratio", 0.2, "--json"
+        "-c", config, "load", "--users", 2, "--spawn-rate", 100, "--run-time", 2, "--max-fail-ratio", 0.2, "--json"
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     summary = json.loads(done.stdout)
