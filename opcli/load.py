@@ -86,12 +86,16 @@ class OperatorApiUser(FastHttpUser):
             site = self.site
             self.ssl_context_factory = lambda: tls(site)
         super().__init__(environment)
-        unknown = set(self.mix) - set(KINDS)
-        if unknown:
-            raise ValueError(f"{type(self).__name__}.mix: unknown kinds {sorted(unknown)} (kinds: {', '.join(KINDS)})")
+        cannot = [kind for kind in self.mix if kind not in KINDS or not callable(getattr(self, kind, None))]
+        if cannot:
+            raise ValueError(
+                f"{type(self).__name__}.mix: {', '.join(cannot)}: not a call this user makes "
+                "(SiteUser: message_sent; PanelUser: user_info, user_media, send_message)"
+            )
         self._kinds, self._weights = list(self.mix), list(self.mix.values())
         self._users = self.user_ids or self._check_id("user")
-        self._bots = self.bot_ids or self._check_id("bot")
+        with_bot = {"message_sent", "send_message"} & set(self.mix)
+        self._bots = self.bot_ids or (self._check_id("bot") if with_bot else range(0))
 
     def _check_id(self, who: str) -> range:
         if who not in self.site.check:
@@ -121,7 +125,7 @@ class OperatorApiUser(FastHttpUser):
                 reason = f"cannot reach {out.url}: {response.error}"
             else:
                 reply = to_reply(out, response.status_code, response.headers.items(), response.content or b"", started)
-                reason = self.judge(kind, reply, user_id)
+                reason = self.failure_of(kind, reply, user_id)
             if reason is None:
                 response.success()
             else:
@@ -129,7 +133,7 @@ class OperatorApiUser(FastHttpUser):
                 response.failure(Failure(reason.replace(token, mask_token(token)) if token else reason))
 
     @staticmethod
-    def judge(kind: str, reply: Any, user_id: int | None) -> str | None:
+    def failure_of(kind: str, reply: Any, user_id: int | None) -> str | None:
         """Why a reply counts as a failure, or None: the rules of ``send``, ``reply`` and ``user-info``."""
         if kind in ("user_info", "user_media"):
             violations = judge(kind, reply, user_id).violations

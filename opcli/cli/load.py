@@ -151,7 +151,6 @@ def load(
         LoadPlan,
         LoadSettings,
         locust_installed,
-        parse_ids,
         parse_run_time,
         parse_weights,
         run_load,
@@ -174,12 +173,12 @@ def load(
     config = st.load()
     site = config.site
     weights = parse_weights(mix, KINDS, "--mix")
-    needs_bot = bot_ids is not None or "message_sent" in weights or "send_message" in weights
+    ours = locustfile is None  # a locustfile of your own draws its ids itself
     settings = LoadSettings(
         mix=weights,
         content=parse_weights(content or default_content, CONTENTS, "--content"),
-        user_ids=_ids(user_ids, "--user-ids", site.check.get("user"), "user", site.name, parse_ids),
-        bot_ids=_ids(bot_ids, "--bot-ids", site.check.get("bot"), "bot", site.name, parse_ids) if needs_bot else (0, 0),
+        user_ids=_ids(user_ids, "--user-ids", site, "user", ours),
+        bot_ids=_ids(bot_ids, "--bot-ids", site, "bot", ours and bool({"message_sent", "send_message"} & set(weights))),
         message=message,
         photos=[(p.file_url, p.big) for p in photos],
         attach=str(attach.resolve()) if attach else None,
@@ -223,7 +222,8 @@ def load(
         raise typer.Exit(result.interrupted)
     total = summary["total"]
     if not total["requests"]:
-        raise RemoteError("no request completed: give the users more --run-time")
+        why = "Locust failed: its messages are above" if result.locust_exit > 1 else "give the users more --run-time"
+        raise RemoteError(f"no request completed ({why})")
     if not summary["ok"]:
         raise RemoteError(
             f"{total['failures']} of {total['requests']} requests failed: failure ratio {summary['fail_ratio']:g} "
@@ -242,6 +242,8 @@ def _check_roles(
     """Options that do not fit the role asked for are usage errors (exit 2), not silently ignored."""
     if master and worker:
         raise typer.BadParameter("choose --master or --worker, not both", param_hint="'--master'")
+    if processes == 0:
+        raise typer.BadParameter("give -1 (one per core) or a number of processes", param_hint="'--processes'")
     if master and processes is not None:
         raise typer.BadParameter(
             "a --master runs no users itself: give --processes to its workers", param_hint="'--processes'"
@@ -257,12 +259,17 @@ def _check_roles(
         )
 
 
-def _ids(given: str | None, option: str, check: int | None, who: str, site: str, parse: Any) -> tuple[int, int]:
+def _ids(given: str | None, option: str, site: Any, who: str, needed: bool) -> tuple[int, int]:
+    """The ids of ``--user-ids``/``--bot-ids``, else the site's ``check`` id (an error when needed and unset)."""
+    from opcli.load_runner import parse_ids
+
     if given is not None:
-        return parse(given, option)
-    if check is None:
-        raise UsageError(f"give {option} or set check.{who} for site '{site}' in the config")
-    return check, check
+        return parse_ids(given, option)
+    if who in site.check:
+        return site.check[who], site.check[who]
+    if needed:
+        raise UsageError(f"give {option} or set check.{who} for site '{site.name}' in the config")
+    return 0, 0  # never drawn
 
 
 def show(out: Any, summary: dict[str, Any]) -> None:
