@@ -115,8 +115,15 @@ class OperatorApiUser(FastHttpUser):
 
     def send(self, kind: str, out: Outgoing, user_id: int | None = None) -> None:
         """Send one request encoded by opcli and report it to Locust as ``kind``, judged as opcli does."""
-        headers, body = out.encode()
-        payload = body if isinstance(body, bytes) else b"".join(body)
+        try:
+            headers, body = out.encode()
+            payload = body if isinstance(body, bytes) else b"".join(body)
+        except OSError as exc:  # the file went away during the run: a failure, not a task crash per call
+            failure = Failure(f"cannot read file {out.file}: {exc.strerror or exc}")
+            self.environment.events.request.fire(
+                request_type="POST", name=kind, response_time=0, response_length=0, exception=failure, context={}
+            )
+            return
         started = time.perf_counter()
         with self.client.request(
             "POST", out.url, name=kind, data=payload, headers=headers, catch_response=True, allow_redirects=False

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opcli.client import check_file
 from opcli.config import Config
 from opcli.errors import OpcliError, UsageError
 from opcli.protocol import mask_token, parse_id
@@ -239,6 +240,8 @@ def check_settings(config: Config, plan: LoadPlan, settings: LoadSettings) -> No
         raise UsageError("--content gives photos a weight: give the photos with --photo URL")
     if settings.content.get("file") and not settings.attach:
         raise UsageError("--content gives file a weight: give the file with --attach FILE")
+    if settings.attach:
+        check_file(Path(settings.attach))
 
 
 def run_load(config: Config, plan: LoadPlan, settings: LoadSettings, *, log: Log | None = None) -> LoadResult:

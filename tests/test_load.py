@@ -226,6 +226,7 @@ def test_without_locust_it_says_how_to_install_it():
         (["--user-ids", "9-3"], "--user-ids 9-3: the first id is above the last"),
         (["--bot-ids", "x"], "--bot-ids must be an integer"),
         (["--locustfile", "missing.py"], "--locustfile missing.py: no such file"),
+        (["--attach", "missing.bin"], "cannot read file missing.bin: No such file or directory"),
     ],
 )
 def test_bad_input_is_exit_2_before_locust_starts(cli, tmp_path, args, says):
@@ -239,6 +240,7 @@ def test_bad_input_is_exit_2_before_locust_starts(cli, tmp_path, args, says):
     "args, says",
     [
         (["--master", "--worker"], "choose --master or --worker"),
+        (["--processes", "0"], "give -1 (one per core) or a number of processes"),
         (["--master", "--processes", "2"], "a --master runs no users itself"),
         (["--expect-workers", "2"], "--expect-workers only go with --master"),
         (["--master-host", "10.0.0.1"], "--master-host only go with --worker"),

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from opcli.cli.common import Attach, Bigs, Json, Photos, Timeout, photos_of, state
+from opcli.cli.common import Bigs, Json, Photos, Timeout, photos_of, state
 from opcli.errors import RemoteError, UnreachableError, UsageError
 
 _MIX_HELP = "Calls per task by weight: KIND=W,... (kinds message_sent, send_message, user_info, user_media)."
@@ -79,7 +79,12 @@ def load(
     ] = "Hello from opcli load",
     photo: Photos = None,
     big: Bigs = None,
-    attach: Attach = None,
+    attach: Annotated[
+        Path | None,
+        typer.Option(
+            "--attach", metavar="FILE", help="The file of --content file=W.", show_default=False, dir_okay=False
+        ),
+    ] = None,
     master: Annotated[bool, typer.Option("--master", help="Be the master other machines' workers join.")] = False,
     expect_workers: Annotated[
         int | None,
@@ -145,6 +150,7 @@ def load(
     json_out: Json = False,
 ) -> None:
     """Load-test the site's panel endpoint and webhooks on Locust, on one machine or many."""
+    from opcli.client import check_file
     from opcli.load_runner import (
         CONTENTS,
         INSTALL,
@@ -181,7 +187,7 @@ def load(
         bot_ids=_ids(bot_ids, "--bot-ids", site, "bot", ours and bool({"message_sent", "send_message"} & set(weights))),
         message=message,
         photos=[(p.file_url, p.big) for p in photos],
-        attach=str(attach.resolve()) if attach else None,
+        attach=str(check_file(attach).resolve()) if attach else None,
         timeout=timeout,
     )
     plan = LoadPlan(
