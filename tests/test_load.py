@@ -38,6 +38,17 @@ def start(*args: Any) -> subprocess.Popen:
     )
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """End an ``opcli load`` still running: SIGTERM, which it passes on to Locust (SIGKILL would orphan it)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
 def calls(journal: Path) -> list[dict[str, Any]]:
     lines = [json.loads(line) for line in journal.read_text(encoding="utf-8").splitlines()]
     return [line for line in lines if line["event"] == "call"]
@@ -112,7 +123,7 @@ def test_a_master_sums_up_the_requests_of_its_two_workers(listener):
         ends = [w.communicate(timeout=60) for w in workers]
     finally:
         for p in [master, *workers]:
-            p.kill() if p.poll() is None else None
+            stop(p)
     assert master.returncode == 0, err
     assert [w.returncode for w in workers] == [0, 0], [e for _, e in ends]
     summary = json.loads(out)
@@ -164,7 +175,7 @@ def test_ctrl_c_stops_the_run_with_the_summary_of_what_ran(listen_proc, tmp_path
         run.send_signal(signal.SIGINT)
         out, err = run.communicate(timeout=60)
     finally:
-        run.kill() if run.poll() is None else None
+        stop(run)
     assert run.returncode == 130, err
     summary = json.loads(out)
     assert summary["interrupted"] is True and summary["run_time"] is None
