@@ -3,7 +3,7 @@
 set -u
 cd "$(dirname "$0")"
 status=0
-for bench in bench_startup.py bench_batch.py bench_listener.py bench_memory.py; do
+for bench in bench_startup.py bench_batch.py bench_listener.py bench_memory.py bench_load.py; do
   python3 "$bench" || status=1
 done
 exit $status

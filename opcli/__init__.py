@@ -9,6 +9,8 @@ imports httpx, starlette or uvicorn:
 - the site's side: ``send_message``, ``send_batch``
 - the panel's side: ``fetch`` (a webhook called and judged), ``send_reply``, ``run_checks`` (``fuzz=N`` too)
 - the contract as data: ``build_spec`` (OpenAPI 3.1), ``config_schema`` (the config's JSON Schema)
+- load tests: ``run_load``, ``LoadPlan``, ``LoadSettings`` (Locust in a subprocess; the user classes
+  to subclass are in ``opcli.load``, which imports Locust and so is never imported from here)
 - the listener: ``create_app``, ``serve``, ``ListenerThread``, ``Call``, ``Callback``, ``Journal``
 - replay: ``replay_entry`` (one journaled call sent again)
 """
@@ -40,6 +42,9 @@ _EXPORTS = {
     "run_checks": "opcli.conformance",
     "build_spec": "opcli.spec",
     "config_schema": "opcli.config.schema",
+    "run_load": "opcli.load_runner",
+    "LoadPlan": "opcli.load_runner",
+    "LoadSettings": "opcli.load_runner",
     "create_app": "opcli.listener",
     "serve": "opcli.listener",
     "ListenerThread": "opcli.listener",

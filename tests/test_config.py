@@ -249,12 +249,13 @@ def test_command_with_bad_config_is_exit_2_without_traceback(cli, tmp_path):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["send", "--help"]])
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["send", "--help"], ["load", "--help"]])
 def test_version_and_help_do_not_import_httpx(argv):
     code = (
         "import sys\nfrom opcli.cli import main\nsys.argv = ['opcli', *sys.argv[1:]]\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('httpx', 'starlette', 'uvicorn', 'python_multipart') if m in sys.modules]\n"
+        "heavy = ('httpx', 'starlette', 'uvicorn', 'python_multipart', 'locust', 'gevent')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)

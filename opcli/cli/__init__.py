@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from opcli import __version__
-from opcli.cli import config, demo, listen, panel, replay, send, spec
+from opcli.cli import config, demo, listen, load, panel, replay, send, spec
 from opcli.cli.common import State, guard
 from opcli.cli.usage import OpcliGroup
 
@@ -99,6 +99,7 @@ for name, fn, target in (
     ("demo", demo.demo, app),
     ("replay", replay.replay, app),
     ("spec", spec.spec, app),
+    ("load", load.load, app),
     ("completion", completion, app),
     ("init", config.init, config_app),
     ("validate", config.validate, config_app),

@@ -169,6 +169,14 @@ Message = Annotated[
     typer.Option("-m", "--message", metavar="TEXT", help="Message text; - reads stdin.", show_default=False),
 ]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the request and a curl command; send nothing.")]
+Photos = Annotated[
+    list[str] | None,
+    typer.Option("--photo", metavar="URL", help="URL of a photo (repeatable).", show_default=False),
+]
+Bigs = Annotated[
+    list[str] | None,
+    typer.Option("--big", metavar="URL", help="Thumbnail URL of the k-th --photo (repeatable).", show_default=False),
+]
 
 
 # --- what several commands do --------------------------------------------------------------
@@ -196,6 +204,23 @@ def read_message(text: str | None, out: Output) -> str | None:
     except UnicodeDecodeError as exc:
         raise UsageError(f"the message on stdin is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     return text[:-1] if text.endswith("\n") else text
+
+
+def photos_of(photo: list[str], big: list[str]) -> list[Any]:
+    """The photos of ``--photo``/``--big``: the k-th ``--big`` is the thumbnail of the k-th ``--photo``."""
+    import itertools
+
+    from opcli.protocol import make_photos
+
+    if len(big) > len(photo):
+        raise UsageError(
+            f"{len(big)} --big for {len(photo)} --photo: each --big is the thumbnail "
+            "of the --photo in the same position"
+        )
+    try:
+        return make_photos(itertools.zip_longest(photo, big))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def logger(out: Output, verbose: bool) -> Callable[[str], None] | None:

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Annotated, Any
 
 import typer
 
 from opcli.cli.common import (
     Attach,
+    Bigs,
     DryRun,
     Json,
     Message,
+    Photos,
     Timeout,
     Verbose,
     id_option,
     logger,
     one_file,
+    photos_of,
     read_message,
     reply_outcome,
     state,
@@ -29,16 +31,8 @@ def send(
     user: Annotated[int | None, id_option("--user", "The site user who sends (user_id).")] = None,
     bot: Annotated[int | None, id_option("--bot", "The bot who receives (contact_id).")] = None,
     message: Message = None,
-    photo: Annotated[
-        list[str] | None,
-        typer.Option("--photo", metavar="URL", help="URL of a photo (repeatable).", show_default=False),
-    ] = None,
-    big: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--big", metavar="URL", help="Thumbnail URL of the k-th --photo (repeatable).", show_default=False
-        ),
-    ] = None,
+    photo: Photos = None,
+    big: Bigs = None,
     attach: Attach = None,
     dry_run: DryRun = False,
     timeout: Timeout = None,
@@ -89,7 +83,6 @@ def send(
       opcli send --batch examples/messages.jsonl --json > results.jsonl
     """
     from opcli import client
-    from opcli.protocol import make_photos
 
     photo, big = photo or [], big or []
     if batch is not None:
@@ -113,15 +106,7 @@ def send(
         return
     if user is None or bot is None:
         raise UsageError("both --user and --bot are required (or --batch FILE)")
-    if len(big) > len(photo):
-        raise UsageError(
-            f"{len(big)} --big for {len(photo)} --photo: each --big is the thumbnail "
-            "of the --photo in the same position"
-        )
-    try:
-        photos = make_photos(itertools.zip_longest(photo, big))
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    photos = photos_of(photo, big)
     st = state(ctx)
     out = st.output(json_out)
     file = one_file(attach)
