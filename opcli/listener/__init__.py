@@ -11,7 +11,9 @@ from opcli.listener.faults import Faults
 from opcli.listener.inspector import Inspector
 from opcli.listener.journal import Journal, JournalError
 from opcli.listener.operator import Operator
-from opcli.listener.runner import ListenerThread, Outcome, ServerThread, bind, serve
+from opcli.listener.runner import Outcome, serve
+from opcli.listener.server import ServerThread, bind
+from opcli.listener.thread import ListenerThread
 
 __all__ = [
     "Call",

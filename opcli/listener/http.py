@@ -11,7 +11,7 @@ closed, slow headers get 408, a stalled body gets 408 from the app), malformed H
 JSON envelope and journaled like any other call, and an ``Upgrade: h2c`` offer (``curl --http2``)
 ignored so the request is served as HTTP/1.1.
 
-``HttpToolsProtocol`` is the one ``runner.uvicorn_config`` passes as ``http=``; ``H11Protocol``
+``HttpToolsProtocol`` is the one ``server.uvicorn_config`` passes as ``http=``; ``H11Protocol``
 is the same over uvicorn's pure-Python h11 parser (h11 keeps its own limits).
 """
 

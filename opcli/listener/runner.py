@@ -1,8 +1,7 @@
-"""Running the listener: bind, serve under uvicorn, stop on --count, --timeout or a signal.
+"""Running the listener as ``opcli listen``: serve under uvicorn, stop on --count, --timeout or a signal.
 
-``serve`` is ``opcli listen``: it runs in the main thread until the run ends and returns how it
-ended. ``ServerThread`` runs any ASGI app in a background thread (tests, ``opcli demo``), and
-``ListenerThread`` is the listener so run, with what the pytest fixture offers.
+``serve`` runs in the main thread until the run ends and returns how it ended. Running it in a
+thread is ``opcli.listener.thread.ListenerThread``; the uvicorn plumbing is ``opcli.listener.server``.
 """
 
 from __future__ import annotations
@@ -12,12 +11,10 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
-import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +26,9 @@ from opcli.listener.app import Listener, routes_of
 from opcli.listener.call import Call, Callback, Ready
 from opcli.listener.faults import parse_rules
 from opcli.listener.inspector import PREFIX as INSPECTOR
-from opcli.listener.journal import Entry, Journal, JournalError, JournalFile, Line
+from opcli.listener.journal import Journal, JournalError, JournalFile, Line
 from opcli.listener.operator import Operator
+from opcli.listener.server import base_url, bind, make_server, run_loop
 
 DEFAULT_PORT = 8765
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -51,94 +49,9 @@ def pick_address(
     return chosen_host, chosen_port
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket; a port in use is a UsageError (exit 2), not uvicorn's exit 3."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(1024)
-    except OSError as exc:
-        sock.close()
-        hint = " (another listener? use --port 0 for a free port)" if exc.errno == 98 else ""
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
-    sock.set_inheritable(False)
-    return sock
-
-
-def base_url(sock: socket.socket, scheme: str = "http") -> str:
-    host, port = sock.getsockname()[:2]
-    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
-
-
 def endpoints_of(listener: Listener, url: str) -> dict[str, str]:
     """``{kind: URL}`` of the four endpoints, in protocol order."""
     return {kind: url + path for path, kind in listener.routes.items()}
-
-
-def uvicorn_config(app: Any, **options: Any) -> Any:
-    """uvicorn's settings for opcli's servers: no logging of its own, no lifespan, uvloop when installed.
-
-    The HTTP protocol is opcli's (``listener/http.py``): uvicorn's httptools one, with each
-    request's connection in its scope (``http=`` in ``options`` picks another).
-    """
-    import uvicorn
-
-    from opcli.listener.http import HttpToolsProtocol
-
-    options.setdefault("http", HttpToolsProtocol)
-    return uvicorn.Config(
-        app,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        server_header=False,
-        proxy_headers=False,  # clients are who they are: the inspector answers loopback clients only
-        timeout_graceful_shutdown=5,
-        **options,
-    )
-
-
-def make_server(app: Any, **options: Any) -> Any:
-    """A uvicorn Server for ``app``; an app with ``shutting_down()`` is told when the server begins to stop.
-
-    uvicorn's graceful shutdown waits for open responses: the listener then ends its event
-    streams and waits (``/_opcli/``), so that it exits at once.
-    """
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn_config(app, **options))
-    shutting_down = getattr(app, "shutting_down", None)
-    if shutting_down is not None:
-        shutdown = server.shutdown
-
-        async def tell_then_shutdown(sockets: list[socket.socket] | None = None) -> None:
-            shutting_down()
-            await shutdown(sockets)
-
-        server.shutdown = tell_then_shutdown
-    return server
-
-
-def run_loop(main: Coroutine[Any, Any, None], loop_factory: Callable[[], asyncio.AbstractEventLoop] | None) -> None:
-    """Run ``main`` on the loop uvicorn would pick (uvloop when installed), as ``Server.run`` does."""
-    if loop_factory is None:
-        asyncio.run(main)
-    elif sys.version_info >= (3, 11):
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(main)
-    else:  # pragma: no cover - Python 3.10
-        loop = loop_factory()
-        try:
-            loop.run_until_complete(main)
-        finally:
-            loop.close()
 
 
 # --- `opcli listen` --------------------------------------------------------------------------
@@ -433,173 +346,3 @@ class StdoutPump:
         if self.thread.is_alive():
             self.dropped += len(self.queue) - 1
             self.closed = True
-
-
-# --- in a thread ---------------------------------------------------------------------------
-
-
-class ServerThread:
-    """An ASGI app under uvicorn in a background thread, on a loopback socket bound up front."""
-
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, **uvicorn_options: Any) -> None:
-        self.sock = bind(host, port)
-        self.url = base_url(self.sock, "https" if uvicorn_options.get("ssl_certfile") else "http")
-        self.server = make_server(app, **uvicorn_options)
-        self.thread = threading.Thread(target=self._run, daemon=True, name=f"opcli server {self.url}")
-        self.error: BaseException | None = None
-
-    def _run(self) -> None:
-        try:
-            run_loop(self.server.serve(sockets=[self.sock]), self.server.config.get_loop_factory())
-        except BaseException as exc:  # noqa: BLE001 - reported by start()
-            self.error = exc
-
-    def start(self, timeout: float = 10.0) -> ServerThread:
-        """Start serving; raises RuntimeError when the server did not start within ``timeout``."""
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                why = f"{type(self.error).__name__}: {self.error}" if self.error else f"not within {timeout:g}s"
-                raise RuntimeError(f"the server at {self.url} did not start ({why})")
-            time.sleep(0.002)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        if self.thread.is_alive() and self.thread is not threading.current_thread():
-            self.thread.join(10)
-        self.sock.close()
-
-    def __enter__(self) -> ServerThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class ListenerThread:
-    """The listener under uvicorn in a background thread, on a free loopback port.
-
-    A context manager with what the pytest fixture offers: ``url``, ``endpoints``, ``inspector``, ``token``,
-    ``site`` (an ``opcli.Site`` pointing at it), ``calls``, ``callbacks``, ``wait_for``,
-    ``users``, ``media``, ``fault(SPEC)``, ``operator(...)``; ``reset()`` forgets calls, overrides
-    and faults and turns the operator loop off. Raises RuntimeError when the server does not start.
-    """
-
-    def __init__(
-        self,
-        config: Config | None = None,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        save_dir: Path | None = None,
-        strict: bool | None = None,
-    ) -> None:
-        if config is None:
-            from opcli.config import BUILTIN, load_config
-
-            config = load_config(BUILTIN, site="local", listen=True)  # whatever $OPCLI_SITE says
-        self.config = config
-        self.app = Listener(config, save_dir=save_dir, strict=strict)
-        self.journal = self.app.journal
-        self._server = ServerThread(self.app, host, port)
-        self.url = self._server.url
-        self.endpoints = endpoints_of(self.app, self.url)
-        self.inspector = self.url + INSPECTOR
-        self.token = config.site.token
-        self.site = config.site.rebased(self.url)
-        self.users = self.app.canned.users
-        self.media = self.app.canned.media
-        self._operator: Operator | None = None
-
-    def start(self) -> ListenerThread:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self.operator_off()
-        self._server.stop()
-
-    def operator(
-        self,
-        fetch: Sequence[str] = ("user_info", "user_media"),
-        reply: str | None = "Re: {message}",
-        delay: float = 0.0,
-        timeout: float = 4.0,
-        site: Site | None = None,
-    ) -> None:
-        """Turn the operator loop on (``listen --operator``) with these settings; callbacks go to ``callbacks``.
-
-        The calls go to ``site``, by default the config's site with the URLs that name the
-        listener's configured address moved to where it serves (the built-in site: itself).
-        Raises ValueError for a bad setting.
-        """
-        from opcli.config.checks import operator_settings
-
-        settings = operator_settings(fetch=list(fetch), reply=reply, delay=delay, timeout=timeout)
-        if site is None:
-            config = self.config
-            own = pick_address(config.site, config.listen.host, config.listen.port, None, None)
-            site = config.site.rebased(self.url, only=own)
-        self.operator_off()
-        self._operator = Operator(self.app, settings, site).attach()
-
-    def operator_off(self) -> None:
-        """Turn the operator loop off: callbacks under way are cancelled (journaled ``cancelled``)."""
-        panel, self._operator = self._operator, None
-        if panel is None:
-            return
-        panel.detach()
-        if panel.loop is not None and self._server.thread.is_alive():
-            asyncio.run_coroutine_threadsafe(panel.close(), panel.loop).result(10)
-
-    def __enter__(self) -> ListenerThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def calls(self) -> list[Call]:
-        """The calls kept so far, oldest first."""
-        return self.journal.entries(event="call")  # type: ignore[return-value]
-
-    @property
-    def callbacks(self) -> list[Callback]:
-        """The callbacks (``--operator``) kept so far, oldest first."""
-        return self.journal.entries(event="callback")  # type: ignore[return-value]
-
-    def wait_for(self, kind: str | None = None, count: int = 1, timeout: float = 5.0) -> list[Entry]:
-        """Wait until ``count`` calls (of ``kind``) came; the first ``count`` of them.
-
-        On timeout raises AssertionError listing the calls that did come; an unknown ``kind``
-        raises ValueError at once rather than wait for a call that cannot come.
-        """
-        __tracebackhide__ = True  # pytest: the failure points at the caller's line
-        from opcli.listener.journal import entry_summary
-        from opcli.protocol import KINDS
-
-        if kind is not None and kind not in (*KINDS, "unknown"):
-            raise ValueError(f"no kind {kind!r}; kinds: {', '.join(KINDS)}, unknown")
-        found, complete = self.journal.wait_for(kind, count, timeout)
-        if not complete:
-            came = self.journal.entries()
-            listing = "".join(f"\n  {entry_summary(e)}" for e in came) or " none"
-            wanted = f"{count} {kind} call{'s' * (count != 1)}" if kind else f"{count} call{'s' * (count != 1)}"
-            raise AssertionError(
-                f"waited {timeout:g}s for {wanted} at {self.url}; {len(found)} came. Calls received:{listing}"
-            )
-        return found
-
-    def fault(self, spec: str) -> None:
-        """Add a fault rule (``--fault``'s grammar) after those in force; ValueError for a bad one."""
-        self.app.faults.add(spec)
-
-    def reset(self) -> None:
-        """Forget the calls, the canned overrides and the faults, turn the operator loop off: a fresh state."""
-        self.operator_off()
-        self.journal.clear()
-        self.app.canned.reset()
-        self.app.faults.clear()
