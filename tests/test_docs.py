@@ -75,3 +75,10 @@ def test_the_documented_journal_line_has_the_real_keys(opcli_listener):
 
 def test_the_readme_says_how_to_activate_the_venv():
     assert ". .venv/bin/activate" in README
+
+
+def test_the_library_example_runs_as_written(capsys):
+    block = re.search(r"## The Python library.*?```python\n(.*?)```", README, re.S).group(1)
+    exec(compile(block, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert printed.startswith("cannot reach http://127.0.0.1:") and "/hooks/user-info" in printed
