@@ -23,9 +23,10 @@ from typing import IO, Any
 import httpx
 
 from opcli import jsonl
-from opcli.client import Outgoing, SavedBody, deliver, make_client, token_bytes
+from opcli.client import Outgoing, deliver, make_client
 from opcli.config import Site
 from opcli.errors import OpcliError, UnreachableError, UsageError
+from opcli.multipart import SavedBody, token_bytes
 from opcli.protocol import KINDS, encode_attaches, is_url
 
 REPLAY_HEADER = "X-Opcli-Replay"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from opcli.client import SavedBody, token_bytes
 from opcli.config import load_config
 from opcli.listener import create_app
+from opcli.multipart import SavedBody, token_bytes
 from tests.conftest import lines_of, write_config
 
 BOUNDARY = "b0undAry"

@@ -5,7 +5,7 @@ generated name, else to a temporary file that stays in memory up to ``SPOOL`` by
 out the value of every text field that carries a token: the ``token`` field whatever its value,
 and any other field whose value is the listener's token. No token is ever written to disk.
 ``token_at`` lists where in the written bytes each value was cut, so that
-``opcli.client.SavedBody`` can send the bytes again with a token put back there and nothing else
+``opcli.multipart.SavedBody`` can send the bytes again with a token put back there and nothing else
 changed (same boundary, same content type).
 
 The parser says what to hold back (a part from its first header until its name is known, a text

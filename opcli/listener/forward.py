@@ -19,13 +19,14 @@ from typing import Any
 
 import httpx
 
-from opcli.client import Outgoing, SavedBody, tls, to_reply, token_bytes, unreachable
+from opcli.client import Outgoing, tls, to_reply, unreachable
 from opcli.config import Config, Site, load_config
 from opcli.errors import ConfigError
 from opcli.listener.app import Answer, Raw
 from opcli.listener.bodies import RawBody
 from opcli.listener.call import Call
 from opcli.listener.forms import header
+from opcli.multipart import SavedBody, token_bytes
 from opcli.panel import judge
 
 #: Sent upstream with a forwarded call: a listener that gets its own id back is forwarding to itself.
