@@ -350,81 +350,57 @@ def test_keep_alive_requests_in_a_row_still_work(raw):
     assert response.count(b"HTTP/1.1 200 OK") == 2 and [line["status"] for line in journal] == [200, 200]
 
 
-def test_stopping_with_an_upload_in_flight_is_prompt_and_quiet(isolated):
+def test_stopping_with_an_upload_in_flight_is_prompt_and_quiet(listen_proc, isolated):
     """SIGTERM while a client is half-way through a body: 503 to it, exit 143, no traceback."""
     import signal
     import socket
 
     journal = isolated / "j.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "opcli", "listen", "--port", "0", "--journal", str(journal)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        url = proc.stderr.readline().split()[1]
-        host, port = url.rsplit("/", 1)[1].split(":")
-        with socket.create_connection((host, int(port)), timeout=20) as sock:
-            sock.sendall(
-                b"POST /operator-api HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
-                b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\nContent-Disposition: form-data; "
-                b'name="attach"; filename="big.bin"\r\n\r\n' + b"x" * 100000
-            )
-            deadline = time.monotonic() + 10
-            while len(journal.read_text().splitlines()) < 1 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            time.sleep(0.2)  # the upload is under way
-            proc.send_signal(signal.SIGTERM)
-            response = b""
-            while chunk := sock.recv(65536):
-                response += chunk
-        err = proc.communicate(timeout=30)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    proc = listen_proc("listen", "--port", "0", "--journal", str(journal))
+    host, port = proc.url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(
+            b"POST /operator-api HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\nContent-Disposition: form-data; "
+            b'name="attach"; filename="big.bin"\r\n\r\n' + b"x" * 100000
+        )
+        time.sleep(0.3)  # the upload is under way
+        proc.proc.send_signal(signal.SIGTERM)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    assert proc.wait() == 143
     assert response.startswith(b"HTTP/1.1 503") and b"the listener is stopping" in response
-    assert proc.returncode == 143 and "Traceback" not in err and "Cancel" not in err
+    assert "Traceback" not in proc.stderr and "Cancel" not in proc.stderr
     assert json.loads(journal.read_text().splitlines()[-1])["status"] == 503
 
 
-def test_every_answered_call_is_in_the_journal_even_after_kill_9(isolated):
+def test_every_answered_call_is_in_the_journal_even_after_kill_9(listen_proc, isolated):
     """Journal lines are written before replies: kill -9 under load loses no answered call."""
     import concurrent.futures
     import signal
 
     journal = isolated / "j.jsonl"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "opcli", "listen", "--port", "0", "--journal", str(journal)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        url = proc.stderr.readline().split()[1]
-        payload = b"\x00" * (1024 * 1024)
-        answered: list[str] = []
+    proc = listen_proc("listen", "--port", "0", "--journal", str(journal))
+    payload = b"\x00" * (1024 * 1024)
+    answered: list[str] = []
 
-        def send(i: int) -> None:
-            form = {"token": "dev-token", "action": "message_sent", "user_id": str(i), "contact_id": "7"}
-            try:
-                r = httpx.post(f"{url}/operator-api", data=form, files={"attach": ("f.bin", payload)}, timeout=20)
-            except httpx.TransportError:
-                return
-            if r.status_code == 200:
-                answered.append(str(i))
+    def send(i: int) -> None:
+        form = {"token": "dev-token", "action": "message_sent", "user_id": str(i), "contact_id": "7"}
+        try:
+            r = httpx.post(f"{proc.url}/operator-api", data=form, files={"attach": ("f.bin", payload)}, timeout=20)
+        except httpx.TransportError:
+            return
+        if r.status_code == 200:
+            answered.append(str(i))
 
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(send, i) for i in range(40)]
-            deadline = time.monotonic() + 30
-            while len(answered) < 10 and time.monotonic() < deadline:
-                time.sleep(0.005)
-            proc.send_signal(signal.SIGKILL)
-            concurrent.futures.wait(futures)
-    finally:
-        proc.kill()
-        proc.wait(10)
-        proc.stderr.close()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(send, i) for i in range(40)]
+        deadline = time.monotonic() + 30
+        while len(answered) < 10 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.proc.send_signal(signal.SIGKILL)
+        concurrent.futures.wait(futures)
+    proc.wait()
     journaled = {json.loads(line)["fields"]["user_id"] for line in journal.read_text().splitlines()[1:]}
     assert len(answered) >= 10 and set(answered) <= journaled
