@@ -280,6 +280,7 @@ async def _send_all(
     timeout: float | None,
     on_result: Callable[[dict[str, Any]], None],
     summary: Summary,
+    piped: bool = False,
 ) -> None:
     queue: asyncio.Queue[tuple[int, Item] | None] = asyncio.Queue(maxsize=concurrency * 4)
     pacer = _Pacer(rate)
@@ -333,7 +334,10 @@ async def _send_all(
                 on_result(result)
 
     async def produce() -> None:
-        for index, item in enumerate(items):
+        index = -1
+        # a pipe may make the next line wait: read it off the loop so that the workers go on meanwhile
+        while (item := await asyncio.to_thread(next, items, None) if piped else next(items, None)) is not None:
+            index += 1
             summary.started(index, item.line)
             if item.error is not None:
                 summary.invalid += 1
@@ -381,6 +385,7 @@ def send_batch(
     """
     summary = summary if summary is not None else Summary()
     if source == "-":
+        stdin = sys.stdin if stdin is None else stdin
         stream = getattr(stdin, "buffer", stdin)  # bytes when there are: each line decoded on its own
     else:
         try:
@@ -391,7 +396,7 @@ def send_batch(
     try:
         head = stream.readline()
         items = read_items(site, itertools.chain([head], stream), fmt or detect_format(source, head))
-        asyncio.run(_send_all(site, items, concurrency, rate, retries, timeout, on_result, summary))
+        asyncio.run(_send_all(site, items, concurrency, rate, retries, timeout, on_result, summary, source == "-"))
     finally:
         summary.seconds = time.perf_counter() - started
         if source != "-":

@@ -36,7 +36,7 @@ from locust.stats import StatsError
 from opcli.client import Outgoing, message_sent, tls, to_reply, webhook
 from opcli.config import Site, load_config
 from opcli.load_runner import LoadSettings
-from opcli.panel import judge, operator_reply
+from opcli.panel import operator_reply, verdict
 from opcli.protocol import KINDS, make_photos, mask_token
 
 __all__ = ["OperatorApiUser", "PanelUser", "SiteUser", "summarize"]
@@ -132,20 +132,12 @@ class OperatorApiUser(FastHttpUser):
                 reason = f"cannot reach {out.url}: {response.error}"
             else:
                 reply = to_reply(out, response.status_code, response.headers.items(), response.content or b"", started)
-                reason = self.failure_of(kind, reply, user_id)
+                reason = verdict(kind, reply, user_id).failure
             if reason is None:
                 response.success()
             else:
                 token = self.site.token
                 response.failure(Failure(reason.replace(token, mask_token(token)) if token else reason))
-
-    @staticmethod
-    def failure_of(kind: str, reply: Any, user_id: int | None) -> str | None:
-        """Why a reply counts as a failure, or None: the rules of ``send``, ``reply`` and ``user-info``."""
-        if kind in ("user_info", "user_media"):
-            violations = judge(kind, reply, user_id).violations
-            return "; ".join(str(v) for v in violations[:3]) or None
-        return reply.failure()
 
 
 class SiteUser(OperatorApiUser):

@@ -25,6 +25,29 @@ class Judged:
     def violations(self) -> list[Finding]:
         return [f for f in self.findings if f.level == "violation"]
 
+    @property
+    def failure(self) -> str | None:
+        """Why the panel cannot use this reply (the first violation), or None."""
+        found = self.violations
+        if not found:
+            return None
+        if not found[0].field:  # the reply as a whole failed: its status, not JSON, not an object
+            return str(found[0])
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        return f"the reply breaks the contract: {found[0]}{more}"
+
+
+def verdict(kind: str, reply: Reply, user_id: int | None) -> Judged:
+    """How the panel takes any reply: user-info and user-media judged against the contract; for
+    ``message_sent`` and ``send_message``, a non-2xx or an envelope ``"status": 0`` is the failure.
+
+    ``.failure`` says why the reply failed (None when it did not), ``.findings`` what the contract says.
+    """
+    if kind in ("user_info", "user_media"):
+        return judge(kind, reply, user_id)
+    failure = reply.failure()
+    return Judged(reply, reply.data, [Finding("violation", "", failure)] if failure else [])
+
 
 def judge(kind: str, reply: Reply, user_id: int | None) -> Judged:
     """Check a user-info or user-media reply: status, JSON, envelope, then the contract."""

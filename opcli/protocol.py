@@ -278,6 +278,10 @@ class Finding:
     def __str__(self) -> str:
         return f"{self.field}: {self.message}" if self.field else self.message
 
+    def as_json(self) -> dict[str, str]:
+        """As journal lines carry it: ``{"level", "field", "text"}``."""
+        return {"level": self.level, "field": self.field, "text": self.message}
+
 
 _EXPECTED = {
     "int_type": "an integer",

@@ -376,9 +376,15 @@ def _body_name(kind: str) -> str:
     return "".join(part.capitalize() for part in kind.split("_")) + "Call"
 
 
-def _origin(url: str) -> str:
+def _host(url: str) -> str:
+    """``host[:port]`` of a URL: never its ``user:password@`` part (a token may hide there)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or ""
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def _origin(url: str) -> str:
+    return f"{urlsplit(url).scheme}://{_host(url)}"
 
 
 def _server(url: str, kind: str) -> dict[str, Any]:
@@ -389,7 +395,7 @@ def _server(url: str, kind: str) -> dict[str, Any]:
         "description": f"{whose}, as the selected config site says; set the variables to test another",
         "variables": {
             "scheme": {"default": parts.scheme, "enum": ["http", "https"]},
-            "host": {"default": parts.netloc, "description": "host[:port]"},
+            "host": {"default": _host(url), "description": "host[:port]"},
         },
     }
 

@@ -133,6 +133,7 @@ def listen(
         from opcli.listener.forward import forward_site
 
         upstream = forward_site(config, forward)
+        st.secrets.add(upstream.token)  # the upstream's token is redacted like the site's own
     out = st.output(json_out)
 
     def announce(ready: Any) -> None:

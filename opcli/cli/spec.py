@@ -62,8 +62,8 @@ def spec(
     site = st.load().site
     side_name = side.value if side else None
     fmt_name = fmt.value if fmt else "json" if output is not None and output.suffix.lower() == ".json" else "yaml"
-    text = render(build_spec(site, side_name), fmt_name)
     out = st.output()
+    text = out.redact(render(build_spec(site, side_name), fmt_name))  # no token, in a URL or anywhere
     if output is None:
         out.write(text)
         return

@@ -72,8 +72,7 @@ class Forwarder:
             call.upstream_ms = round((time.perf_counter() - started) * 1000, 2)
         reply = to_reply(out, response.status_code, response.headers.items(), response.content, started)
         if kind in ("user_info", "user_media"):
-            findings = judge(kind, reply, ids["user_id"]).findings
-            call.findings = [{"level": f.level, "field": f.field, "text": f.message} for f in findings]
+            call.findings = [f.as_json() for f in judge(kind, reply, ids["user_id"]).findings]
         shown = reply.data if reply.is_json else reply.body.decode("utf-8", "replace")
         content = next((v for k, v in response.headers.raw if k.lower() == b"content-type"), None)
         return reply.status, Raw(reply.body, content, shown)

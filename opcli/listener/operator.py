@@ -30,7 +30,7 @@ from opcli.errors import UnreachableError
 from opcli.listener.app import Listener
 from opcli.listener.call import Call, Callback
 from opcli.listener.journal import JournalError, Line
-from opcli.panel import judge, operator_reply
+from opcli.panel import operator_reply, verdict
 from opcli.protocol import mask_token, parse_id
 
 #: messages worked on at once, hence connections open to the site at most
@@ -197,16 +197,12 @@ class Operator:
             callback.error = f"opcli error: {type(exc).__name__}: {exc}"
         else:
             callback.status = reply.status
-            callback.reply = data = reply.data if reply.is_json else None
-            callback.error = reply.failure()
+            callback.reply = reply.data if reply.is_json else None
+            judged = verdict(kind, reply, user)
+            data = judged.data
+            callback.error = reply.failure() or judged.failure
             if kind != "send_message":
-                judged = judge(kind, reply, user)
-                data = judged.data
-                callback.findings = [{"level": f.level, "field": f.field, "text": f.message} for f in judged.findings]
-                if callback.error is None and judged.violations:
-                    first, n = judged.violations[0], len(judged.violations)
-                    more = f" (and {n - 1} more)" if n > 1 else ""
-                    callback.error = f"the reply breaks the contract: {first}{more}"
+                callback.findings = [f.as_json() for f in judged.findings]
             callback.ok = callback.error is None
         finally:
             callback.ms = round((time.perf_counter() - started) * 1000, 2)
