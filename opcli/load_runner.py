@@ -240,8 +240,8 @@ def check_settings(config: Config, plan: LoadPlan, settings: LoadSettings) -> No
         raise UsageError("--content gives photos a weight: give the photos with --photo URL")
     if settings.content.get("file") and not settings.attach:
         raise UsageError("--content gives file a weight: give the file with --attach FILE")
-    if settings.attach:
-        check_file(Path(settings.attach))
+    if settings.attach:  # named as the user gave it, then absolute for Locust's processes
+        settings.attach = str(check_file(Path(settings.attach)).resolve())
 
 
 def run_load(config: Config, plan: LoadPlan, settings: LoadSettings, *, log: Log | None = None) -> LoadResult:

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 ACTION_MESSAGE_SENT = "message_sent"
 #: The four calls of the protocol, by the name the config and the journal use.
 KINDS = ("message_sent", "send_message", "user_info", "user_media")
+#: The site's three webhooks: the calls the panel makes.
+WEBHOOKS = KINDS[1:]
 #: The fields each call must carry as integers (the token is checked separately).
 ID_FIELDS = {
     "message_sent": ("user_id", "contact_id"),

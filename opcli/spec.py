@@ -24,6 +24,7 @@ from opcli.protocol import (
     KNOWN_FIELDS,
     MAX_ID,
     URL_PATTERN,
+    WEBHOOKS,
     MediaReply,
     Photo,
     UserInfo,
@@ -32,7 +33,6 @@ from opcli.protocol import (
 
 SIDES = ("panel", "site")
 FORMATS = ("yaml", "json")
-WEBHOOKS = ("send_message", "user_info", "user_media")
 #: The calls that may carry a file part (``attach``).
 FILE_KINDS = ("message_sent", "send_message")
 

@@ -164,21 +164,9 @@ def load(
       opcli load --mix message_sent=8,user_info=1,user_media=1 --json
       opcli load --master --expect-workers 2    # and on other machines: opcli load --worker --master-host H
     """
-    from opcli.client import check_file
-    from opcli.load_runner import (
-        CONTENTS,
-        INSTALL,
-        LoadPlan,
-        LoadSettings,
-        locust_installed,
-        parse_run_time,
-        parse_weights,
-        run_load,
-    )
+    from opcli.load_runner import CONTENTS, LoadPlan, LoadSettings, parse_run_time, parse_weights, run_load
     from opcli.protocol import KINDS
 
-    if not locust_installed():
-        raise UsageError(INSTALL)
     _check_roles(
         master, worker, processes,
         master_only={"--expect-workers": expect_workers, "--master-bind-host": master_bind_host},
@@ -201,7 +189,7 @@ def load(
         bot_ids=_ids(bot_ids, "--bot-ids", site, "bot", ours and bool({"message_sent", "send_message"} & set(weights))),
         message=message,
         photos=[(p.file_url, p.big) for p in photos],
-        attach=str(check_file(attach).resolve()) if attach else None,
+        attach=str(attach) if attach else None,
         timeout=timeout,
     )
     plan = LoadPlan(

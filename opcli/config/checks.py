@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 from opcli.config.model import ListenConfig, OperatorConfig, Site, Timeouts, fill_template
 from opcli.config.positions import where as _where
+from opcli.protocol import WEBHOOKS
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-WEBHOOKS = ("send_message", "user_info", "user_media")
 
 
 class _Unset:
