@@ -42,7 +42,7 @@ Log = Callable[[str], None]
 
 @dataclass
 class Outgoing:
-    """One request as opcli will send it; the token is the first field.
+    """One request as opcli will send it: its fields in order (the token among them), a file, the encoding.
 
     ``filename`` is the file's name as sent (default: its own); ``raw``, a recorded body sent
     instead of ``fields`` and ``file``; ``headers``, extra request headers.
@@ -242,8 +242,7 @@ def tls(site: Site) -> ssl.SSLContext:
 
 def make_client(site: Site, timeout: float | None = None) -> httpx.Client:
     """An httpx client for a site: its TLS setting, its timeout, no redirects followed."""
-    verify = tls(site) if isinstance(site.verify, str) else site.verify
-    return httpx.Client(verify=verify, timeout=timeout or site.timeout, follow_redirects=False)
+    return httpx.Client(verify=tls(site), timeout=timeout or site.timeout, follow_redirects=False)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -260,8 +259,6 @@ def unreachable(url: str, exc: Exception, timeout: float | None = None) -> Unrea
 
     The cause is told by the exception types in the chain, not by the wording of messages.
     """
-    import httpcore
-
     chain = _chain(exc)
     root = chain[-1]
     text = str(root) or type(root).__name__

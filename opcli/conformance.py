@@ -116,7 +116,7 @@ def plan(site: Site, user: int, bot: int, send_messages: bool, attach: Path) -> 
         text = operator_reply(site, bot, user, "opcli check: a text message from the operator")
         with_file = operator_reply(site, bot, user, "opcli check: a message with a file", attach)
         bad = operator_reply(site, bot, user, "opcli check: this must be refused")
-        bad.fields[0] = ("token", wrong)
+        bad.fields = [("token", wrong) if name == "token" else (name, value) for name, value in bad.fields]
         checks += [
             ("send-message-text", text, _accepted),
             ("send-message-file", with_file, _accepted),

@@ -186,8 +186,8 @@ def _elsewhere(outcome: Any) -> str:
     from opcli.cli.render import shown
 
     distinct = list(dict.fromkeys(shown(path) for path in paths))
-    shown = ", ".join(distinct[:3]) + (", ..." if len(distinct) > 3 else "")
-    return f"; {len(paths)} call{'s' * (len(paths) != 1)} to an unknown path ({shown})"
+    listed = ", ".join(distinct[:3]) + (", ..." if len(distinct) > 3 else "")
+    return f"; {len(paths)} call{'s' * (len(paths) != 1)} to an unknown path ({listed})"
 
 
 def _usable_url(out: Any, url: str) -> str:
