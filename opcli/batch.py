@@ -209,20 +209,27 @@ class Summary:
     latencies: list[float] = field(default_factory=list)
     seconds: float = 0.0
     through_line: int = 0
+    in_flight: set[int] = field(default_factory=set, repr=False)  # being sent: their outcome is unknown when stopped
     _lines: dict[int, int] = field(default_factory=dict, repr=False)  # read, no result yet: index -> line
     _done: set[int] = field(default_factory=set, repr=False)
     _next: int = 0
 
     @property
     def not_attempted(self) -> int:
-        """Messages read but never answered: queued or in flight when the run stopped."""
-        return self.total - self.sent - self.failed
+        """Messages read but never sent: queued when the run stopped."""
+        return self.total - self.sent - self.failed - len(self.in_flight)
+
+    @property
+    def unknown_lines(self) -> list[int]:
+        """The input lines of messages being sent when the run stopped: they may have been delivered."""
+        return sorted(self._lines[index] for index in self.in_flight)
 
     def started(self, index: int, line: int) -> None:
         self.total += 1
         self._lines[index] = line
 
     def finished(self, index: int, ok: bool) -> None:
+        self.in_flight.discard(index)
         self.sent += ok
         self.failed += not ok
         self._done.add(index)
@@ -245,6 +252,7 @@ class Summary:
             "failed": self.failed,
             "invalid": self.invalid,
             "not_attempted": self.not_attempted,
+            "in_flight": self.unknown_lines,
             "through_line": self.through_line,
             "seconds": round(self.seconds, 3),
             "messages_per_second": round(rate, 1),
@@ -313,6 +321,7 @@ async def _send_all(
                     "ms": 0.0,
                 }
                 started = time.perf_counter()
+                summary.in_flight.add(index)
                 try:
                     reply = await asend(pool, item.request, timeouts)
                 except UnreachableError as exc:

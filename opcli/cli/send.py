@@ -23,7 +23,7 @@ from opcli.cli.common import (
     reply_outcome,
     state,
 )
-from opcli.errors import RemoteError, UsageError
+from opcli.errors import OpcliError, RemoteError, UsageError
 
 
 def send(
@@ -162,7 +162,7 @@ def _send_batch(
             progress.advance(task)
 
     summary = Summary()
-    stdout_open = True
+    report = json_out  # the summary's JSON line; the human one goes to stderr whatever happens
     try:
         with progress:
             if st.env.stderr_tty:
@@ -179,10 +179,15 @@ def _send_batch(
                 summary=summary,
             )
     except BrokenPipeError:
-        stdout_open = False
+        report = False
         raise
-    finally:  # on every exit (Ctrl-C, exit 3, a closed stdout): what was done, and where to resume
-        _summary(out, summary, json_out and stdout_open)
+    except OpcliError as exc:
+        if exc.exit_code == 2:  # nothing was sent (a missing file, a bad CSV header): stdout stays empty
+            report = None
+        raise
+    finally:  # on every other exit (Ctrl-C, exit 3, a closed stdout): what was done, and where to resume
+        if report is not None:
+            _summary(out, summary, report)
     if summary.failed:
         raise RemoteError(f"{summary.failed} of {summary.total} messages failed")
 
@@ -193,6 +198,9 @@ def _summary(out: Any, summary: Any, json_line: bool) -> None:
         out.json({"summary": shown})
     invalid = f" ({summary.invalid} invalid line{'s' * (summary.invalid != 1)})" if summary.invalid else ""
     rest = f"; {summary.not_attempted} not attempted" if summary.not_attempted else ""
+    if summary.in_flight:  # sent, or being sent, when the run stopped: delivered or not, nobody knows
+        lines = ", ".join(map(str, summary.unknown_lines))
+        rest += f"; {len(summary.in_flight)} in flight when it stopped, maybe delivered (lines {lines})"
     latency = (
         f"; latency p50 {shown['p50_ms']} ms, p95 {shown['p95_ms']} ms, p99 {shown['p99_ms']} ms"
         if summary.latencies
