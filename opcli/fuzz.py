@@ -31,7 +31,7 @@ from opcli.config import Site
 from opcli.conformance import Check
 from opcli.errors import UnreachableError, UsageError
 from opcli.panel import judge
-from opcli.protocol import ID_FIELDS, MAX_ID, MediaReply, UserInfo, envelope_failed, mask_token, parse_id, unwrap
+from opcli.protocol import ID_FIELDS, MAX_ID, MediaReply, UserInfo, envelope_failed, mask_token, unwrap
 
 #: The check of each webhook; ``send_message`` only with ``--send`` (it delivers messages).
 CHECK_NAMES = {"user_info": "fuzz-user-info", "user_media": "fuzz-user-media", "send_message": "fuzz-send-message"}
@@ -64,7 +64,7 @@ _PHP_ERROR = re.compile(
     re.S,
 )
 # what PHP's FILTER_VALIDATE_INT also reads as a number: ASCII blanks around, a plus sign
-_LENIENT_ID = re.compile(r"^[ \t\n\r\v\f]*\+?([0-9]+)[ \t\n\r\v\f]*$")
+_LENIENT_ID = re.compile(r"^[ \t\n\r\v\f]*([+-]?[0-9]+)[ \t\n\r\v\f]*$")
 
 
 @dataclass(frozen=True)
@@ -340,17 +340,16 @@ def _verdict(site: Site, kind: str, call: Probe, client: httpx.Client) -> Failur
 
 
 def _lenient_id(value: str | None) -> int | None:
-    """The id a call names, or None when it names none (missing, negative, too large, not a number).
+    """The integer a call names as an id, or None when it names none (missing, not an integer).
 
-    ``" 42"`` or ``"+42"`` may be read as 42 or refused: both pass, but a profile must then be 42's.
+    cli.md's invalid input is a missing or non-integer id: a negative or huge integer is an id a
+    site may refuse or accept -- but a profile must then be that id's. ``" 42"`` or ``"+42"`` may
+    likewise be read as 42 (what PHP's ``FILTER_VALIDATE_INT`` accepts) or refused.
     """
     if value is None:
         return None
-    try:
-        return parse_id(value, "id")
-    except ValueError:
-        m = _LENIENT_ID.match(value)
-        return int(m.group(1)) if m and int(m.group(1)) <= MAX_ID else None
+    m = _LENIENT_ID.match(value)
+    return int(m.group(1)) if m else None
 
 
 def _error_page(reply: Reply) -> str | None:

@@ -30,10 +30,11 @@ PHP_FATAL = (
 )
 
 
-def site(fragile: bool = False, lax: bool = False) -> Starlette:
+def site(fragile: bool = False, lax: bool = False, any_integer: bool = False) -> Starlette:
     """The three webhooks under ``/hooks/``; the fragile one breaks on ids above 2^31 and non-ASCII names.
 
     The lax one checks nothing: any token, any user_id (read as PHP's ``(int)`` does) gets a profile.
+    With ``any_integer``, every integer is a user (negative and huge ones too), with its own profile.
 
     ``app.state.calls`` lists what came: ``(kind, content type, [(name, value), ...])``.
     """
@@ -60,7 +61,12 @@ def site(fragile: bool = False, lax: bool = False) -> Starlette:
         ids = {}
         for name in IDS[kind]:
             value = last.get(name)
-            if not isinstance(value, str) or not re.fullmatch("[0-9]+", value) or int(value) >= 2**63:
+            pattern = "-?[0-9]+" if any_integer else "[0-9]+"
+            if (
+                not isinstance(value, str)
+                or not re.fullmatch(pattern, value)
+                or (not any_integer and int(value) >= 2**63)
+            ):
                 # as deployed PHP sites do: HTTP 200 with "status": 0
                 return JSONResponse({"status": 0, "message": f"{name} must be an integer"})
             ids[name] = int(value)
@@ -68,6 +74,8 @@ def site(fragile: bool = False, lax: bool = False) -> Starlette:
             return PlainTextResponse("Internal Server Error", 500)
         if kind == "send-message":
             return JSONResponse({"status": 1, "message": "", "data": {"message_id": 1}})
+        if any_integer and kind == "user-info":
+            return JSONResponse({**PROFILE, "id": ids["user_id"]})
         if ids["user_id"] != KNOWN:
             return JSONResponse({"status": 0, "message": "no such user"}, 404)
         if kind == "user-info":

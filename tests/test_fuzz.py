@@ -137,6 +137,25 @@ def test_a_lax_site_fails_the_token_and_id_rules(cli, isolated, serve, shared_ca
     assert TOKEN not in json.dumps(report)
 
 
+def test_negative_and_huge_integer_ids_may_be_accepted_with_their_own_profile(isolated, serve):
+    """cli.md's invalid input is a missing or non-integer id: any integer may be a user, with its profile."""
+    import httpx
+
+    from opcli.config import load_config
+    from opcli.fuzz import Probe, _verdict
+
+    server = serve(site(any_integer=True))
+    config = load_config(config_for(isolated, server.url))
+    with httpx.Client() as client:
+        for user_id in ("-1", str(2**64), "0"):
+            probe = Probe((("token", config.site.token), ("user_id", user_id)), False)
+            assert _verdict(config.site, "user_info", probe, client) is None, user_id
+        failure = _verdict(
+            config.site, "user_info", Probe((("token", config.site.token), ("user_id", "4.2")), False), client
+        )
+        assert failure is not None and failure.kind == "bad-id-accepted"  # a non-integer is invalid input
+
+
 def test_fuzzing_leaves_no_hypothesis_directory_and_prints_only_the_report(cli, isolated, serve, monkeypatch):
     monkeypatch.delenv("HYPOTHESIS_STORAGE_DIRECTORY", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
