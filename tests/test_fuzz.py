@@ -150,10 +150,6 @@ def test_negative_and_huge_integer_ids_may_be_accepted_with_their_own_profile(is
         for user_id in ("-1", str(2**64), "0"):
             probe = Probe((("token", config.site.token), ("user_id", user_id)), False)
             assert _verdict(config.site, "user_info", probe, client) is None, user_id
-        failure = _verdict(
-            config.site, "user_info", Probe((("token", config.site.token), ("user_id", "4.2")), False), client
-        )
-        assert failure is not None and failure.kind == "bad-id-accepted"  # a non-integer is invalid input
 
 
 def test_fuzzing_leaves_no_hypothesis_directory_and_prints_only_the_report(cli, isolated, serve, monkeypatch):
