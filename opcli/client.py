@@ -388,6 +388,8 @@ def log_request(log: Log, out: Outgoing, request: httpx.Request) -> None:
     log(f"> POST {out.url}")
     for name, value in request.headers.items():
         log(f"> {name}: {value}")
+    if request.url.userinfo:  # httpx adds it when it sends: from the URL's user and password
+        log("> authorization: Basic ***")
     log(">")
     for name, value in out.shown_fields():
         log(f">   {name}={value}")

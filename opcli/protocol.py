@@ -59,7 +59,8 @@ _BRACKET = re.compile(r"^attaches\[(\d+)\]\[(file_url|big)\]$")
 _DIGITS = re.compile(r"^[0-9]+$")
 _URL = re.compile(URL_PATTERN)
 # scheme://user:PASSWORD@ -- the password part, up to the @ of the authority
-_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
+# (a password that is a shell variable, as in the curl line of --dry-run, is no secret: it stays)
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?!\$)[^/\s@]+@")
 
 
 def mask_token(token: str | None) -> str:

@@ -154,7 +154,9 @@ def read_journal(
                 line = json.loads(text)
             except ValueError as exc:
                 raise UsageError(f"{name}:{number}: not a JSON line ({exc})") from None
-            if not isinstance(line, dict) or line.get("event") != "call" or line.get("kind") == "unknown":
+            if not isinstance(line, dict):
+                raise UsageError(f"{name}:{number}: not a journal line (a JSON object with an \"event\")")
+            if line.get("event") != "call" or line.get("kind") == "unknown":
                 continue
             problem = line_problem(line)
             if problem:

@@ -216,6 +216,7 @@ def test_unreachable_target_is_exit_3_with_nothing_on_stdout(cli, tmp_path, reco
             '{"event": "call", "seq": "2", "kind": "user_info"}\n',
             "j.jsonl:3: cannot replay this call: 'seq' must be an integer",
         ),
+        ("[1, 2]\n", "j.jsonl:3: not a journal line"),
     ],
 )
 def test_a_bad_journal_line_is_exit_2_naming_it(cli, tmp_path, stdlib_server, text, message):
@@ -279,3 +280,14 @@ def test_concurrency_replays_every_call(cli, tmp_path, recorded, stdlib_server):
     assert sorted(r.body for r in stdlib_server.received) == sorted(
         body.replace(UNUSUAL.encode(), REPLAY_TOKEN.encode()) for _, _, body in calls
     )
+
+
+def test_a_reply_cannot_forge_a_row_of_the_output(cli, tmp_path, stdlib_server):
+    """What a site answers is shown with its newlines and escapes escaped: one row per call, always."""
+    stdlib_server.reply_json(200, {"status": 0, "message": "nope\n#2     user_info     200       1 ms  ok\x1b[0m"})
+    journal = tmp_path / "j.jsonl"
+    journal.write_text(json.dumps(call_line(1, "user_info", "/hooks/user-info")) + "\n")
+    result = cli("-c", replay_config(tmp_path / "dev.yaml", stdlib_server.url), "replay", journal)
+    assert result.exit_code == 1
+    [row] = result.stdout.splitlines()
+    assert row.startswith("#1") and "\\n#2" in row and "\\x1b" in row

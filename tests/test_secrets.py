@@ -10,7 +10,7 @@ import pytest
 
 from opcli.errors import ConfigError
 from opcli.protocol import mask_token, redact
-from tests.conftest import free_port
+from tests.conftest import free_port, write_config
 
 TOKEN = "tok-SECRET-value-98765"  # 22 characters: shown as …8765
 
@@ -146,3 +146,26 @@ def test_an_empty_token_is_a_config_error_naming_the_variable(cli, isolated, mon
     for argv in (["config", "validate"], ["listen", "--port", "0", "--timeout", "0.1"]):
         result = cli(*argv)
         assert result.exit_code == 2 and "the token is empty" in result.stderr
+
+
+def test_a_token_as_the_url_password_dry_run_curl_uses_the_variable(cli, isolated, monkeypatch, stdlib_server):
+    """The curl line must work: the password is $OPCLI_TOKEN, not a masked ***; -v shows the auth header masked."""
+    import base64
+    import os
+
+    secret = "TOKxyz-very-secret-123456"
+    monkeypatch.setenv("TOK", secret)
+    where = stdlib_server.url.replace("http://", "")
+    write_config(isolated / "opcli.yaml", panel_url=f"http://u:${{TOK}}@{where}/api", token="${TOK}")
+    result = cli("send", "--user", 42, "--bot", 7, "-m", "hi", "--dry-run")
+    assert result.exit_code == 0 and secret not in result.stdout + result.stderr
+    curl = result.stdout.strip().splitlines()[-1]
+    assert f'"http://u:$OPCLI_TOKEN@{where}/api"' in curl
+    done = subprocess.run(["bash", "-c", curl], env={**os.environ, "OPCLI_TOKEN": secret}, capture_output=True)
+    assert done.returncode == 0
+    assert (
+        stdlib_server.received[-1].headers["Authorization"]
+        == "Basic " + base64.b64encode(f"u:{secret}".encode()).decode()
+    )
+    verbose = cli("send", "--user", 42, "--bot", 7, "-m", "hi", "-v")
+    assert "> authorization: Basic ***" in verbose.stderr and secret not in verbose.stderr

@@ -228,14 +228,14 @@ class Output:
     def replay_row(self, result: Any) -> None:
         """One replayed call: seq, kind, status, time, and same/different (or ok/failed, or why it was not sent)."""
         if result.error:
-            verdict = f"error: {result.error}"
+            verdict = f"error: {shown(result.error)}"
         elif result.same is not None:
-            verdict = "same" if result.same else f"different: {result.diff}"
+            verdict = "same" if result.same else f"different: {shown(result.diff)}"
         elif result.ok:
             verdict = "ok"
-        else:
+        else:  # what the site said, a newline escaped like any control character: it cannot forge a row
             message = result.reply.get("message") if isinstance(result.reply, dict) else None
-            verdict = f"failed: {message}" if isinstance(message, str) and message else "failed"
+            verdict = f"failed: {shown(message)}" if isinstance(message, str) and message else "failed"
         status = "-" if result.status is None else result.status
         text = f"#{result.seq:<5} {result.kind:<13} {status:>3} {result.ms:>7.0f} ms  {verdict}"
         self.line(text, style="green" if result.ok else "bold red")
