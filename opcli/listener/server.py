@@ -8,6 +8,7 @@ background thread (tests, ``opcli demo``, the pytest plugin).
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import sys
 import threading
@@ -33,7 +34,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.listen(1024)
     except OSError as exc:
         sock.close()
-        hint = " (another listener? use --port 0 for a free port)" if exc.errno == 98 else ""
+        hint = " (another listener? use --port 0 for a free port)" if exc.errno == errno.EADDRINUSE else ""
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
     sock.set_inheritable(False)
     return sock

@@ -39,6 +39,8 @@ class ListenerThread:
 
             config = load_config(BUILTIN, site="local", listen=True)  # whatever $OPCLI_SITE says
         self.config = config
+        if save_dir is not None:
+            save_dir.mkdir(parents=True, exist_ok=True)
         self.app = Listener(config, save_dir=save_dir, strict=strict)
         self.journal = self.app.journal
         self._server = ServerThread(self.app, host, port)
