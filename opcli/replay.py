@@ -155,7 +155,7 @@ def read_journal(
             except ValueError as exc:
                 raise UsageError(f"{name}:{number}: not a JSON line ({exc})") from None
             if not isinstance(line, dict):
-                raise UsageError(f"{name}:{number}: not a journal line (a JSON object with an \"event\")")
+                raise UsageError(f'{name}:{number}: not a journal line (a JSON object with an "event")')
             if line.get("event") != "call" or line.get("kind") == "unknown":
                 continue
             problem = line_problem(line)
@@ -214,6 +214,14 @@ def _with_sets(fields: list[tuple[str, str]], sets: Iterable[tuple[str, str]]) -
     return fields
 
 
+def journal_fields(line: dict[str, Any]) -> list[tuple[str, str]]:
+    """A journaled call's form fields, the token aside: repeated ones in order, photos as the call sent them."""
+    fields = []
+    for name, value in line["fields"].items():
+        fields += [(name, str(v)) for v in value] if isinstance(value, list) else [(name, str(value))]
+    return fields + encode_attaches(line.get("attaches") or [], line.get("attaches_encoding") or "brackets")
+
+
 def request_for(
     line: dict[str, Any], site: Site, *, base_url: str | None = None, sets: Sequence[tuple[str, str]] = ()
 ) -> Outgoing:
@@ -236,11 +244,7 @@ def request_for(
     content_type = line["content_type"]
     if content_type not in _FORMS:
         raise UsageError(f"call #{seq}: cannot rebuild a body of type {content_type or 'none'} (no saved body)")
-    fields = [("token", site.token)]
-    for name, value in line["fields"].items():
-        fields += [(name, str(v)) for v in value] if isinstance(value, list) else [(name, str(value))]
-    fields += encode_attaches(line["attaches"], line.get("attaches_encoding") or "brackets")
-    fields = _with_sets(fields, sets)
+    fields = _with_sets([("token", site.token), *journal_fields(line)], sets)
     files = line["files"]
     if len(files) > 1:
         raise UsageError(f"call #{seq}: {len(files)} files can only be replayed from a saved body")

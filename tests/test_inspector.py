@@ -20,7 +20,8 @@ import pytest
 
 from opcli.config import load_config
 from opcli.listener import ListenerThread
-from opcli.listener.inspector import Inspector, is_loopback
+from opcli.listener.asgi import is_loopback
+from opcli.listener.inspector import Inspector
 from tests.conftest import INSPECTED_TOKEN, curl
 
 TOKEN = INSPECTED_TOKEN

@@ -12,25 +12,31 @@ stopping listener exits at once instead of waiting for them.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
-import math
 import mimetypes
 import re
 import shlex
-import socket
 import sys
-import threading
-from collections import deque
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import quote, urlsplit
 
 from opcli import jsonl
+from opcli.listener.asgi import (
+    COMMON_HEADERS,
+    HTTPError,
+    host_is_local,
+    integer,
+    is_loopback,
+    query,
+    read_json,
+    respond,
+)
 from opcli.listener.call import Call, Callback
-from opcli.protocol import KINDS
+from opcli.listener.forms import header
+from opcli.listener.live import Follower, until_disconnect
 
 if TYPE_CHECKING:
     from opcli.listener.app import Listener
@@ -38,8 +44,6 @@ if TYPE_CHECKING:
 
 PREFIX = "/_opcli/"
 KEEPALIVE_SECONDS = 15.0  # an idle stream sends a comment this often, so a dead client is noticed
-STREAM_BACKLOG = 5000  # lines a stream may fall behind before it is closed
-MAX_PUT_BYTES = 1024 * 1024
 _STATIC = {
     "": ("inspector.html", "text/html; charset=utf-8"),
     "inspector.css": ("inspector.css", "text/css; charset=utf-8"),
@@ -52,96 +56,6 @@ _PAGE_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-cache"),
 ]
-_COMMON_HEADERS = [(b"x-content-type-options", b"nosniff")]
-
-
-class HTTPError(Exception):
-    """An answer other than 2xx: a JSON envelope ``{"status": 0, "message": ...}``."""
-
-    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or []
-
-
-# --- query values ------------------------------------------------------------------------------
-
-
-def _integer(value: str, least: int) -> int:
-    if not re.fullmatch(r"[0-9]{1,18}", value) or int(value) < least:
-        raise ValueError(f"must be an integer >= {least}, got {value!r}")
-    return int(value)
-
-
-def _kind(value: str) -> str:
-    kind = value.replace("-", "_")
-    if kind not in (*KINDS, "unknown"):
-        raise ValueError(f"must be one of {', '.join((*KINDS, 'unknown'))}, got {value!r}")
-    return kind
-
-
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"must be a number of seconds > 0, got {value!r}")
-    return seconds
-
-
-_PARAMS: dict[str, Callable[[str], Any]] = {
-    "kind": _kind,
-    "after": lambda v: _integer(v, 0),
-    "count": lambda v: _integer(v, 0),
-    "timeout": _seconds,
-}
-
-
-def query(scope: dict[str, Any], *names: str) -> dict[str, Any]:
-    """The query's values, parsed; an unknown parameter or a bad value is a 400 naming it."""
-    values: dict[str, Any] = {}
-    for name, value in parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True):
-        if name not in names:
-            takes = f"takes {', '.join(names)}" if names else "takes no parameters"
-            raise HTTPError(400, f"unknown parameter {name!r}: {scope['path']} {takes}")
-        try:
-            values[name] = _PARAMS[name](value)
-        except ValueError as exc:
-            raise HTTPError(400, f"{name} {exc}") from None
-    return values
-
-
-def is_loopback(client: Any) -> bool:
-    """True for a client address in 127.0.0.0/8 or ::1 (also as an IPv4-mapped IPv6 address)."""
-    if not client:
-        return False
-    try:
-        address = ipaddress.ip_address(str(client[0]).split("%", 1)[0])
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return (mapped or address).is_loopback
-
-
-def _host_is_local(host: str) -> bool:
-    """A Host header naming an IP address, ``localhost`` or this machine: not a rebound DNS name."""
-    name = (urlsplit(f"//{host}").hostname or "").rstrip(".").lower()
-    if name in ("localhost", socket.gethostname().lower()) or name.endswith(".localhost"):
-        return True
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
-
-
-def _header(scope: dict[str, Any], name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return ""
 
 
 # --- curl --------------------------------------------------------------------------------------
@@ -150,18 +64,15 @@ def _header(scope: dict[str, Any], name: bytes) -> str:
 def curl_of(line: Entry, base_url: str, webhook_encoding: str = "urlencoded") -> str:
     """The call (or callback) as the ``curl`` command ``send --dry-run`` prints, token from ``$OPCLI_TOKEN``.
 
-    Photos are written in bracket notation; a file names its saved copy when there is one,
-    else its original filename (to be supplied by whoever runs the command).
+    Fields and photos as ``opcli replay`` rebuilds them; a file names its saved copy when there is
+    one, else its original filename (to be supplied by whoever runs the command).
     """
     from opcli.client import Outgoing  # httpx: only when asked, not at every listener's start
+    from opcli.replay import journal_fields
 
-    fields: list[tuple[str, str]] = [("token", "")]
-    for name, value in line.fields.items():
-        fields += [(name, str(v)) for v in (value if isinstance(value, list) else [value])]
+    fields = [("token", ""), *journal_fields(line.as_json())]
     if isinstance(line, Callback):
         return Outgoing(line.url, fields, multipart=webhook_encoding == "multipart").curl()
-    for k, photo in enumerate(line.attaches):
-        fields += [(f"attaches[{k}][{key}]", str(photo[key])) for key in ("file_url", "big") if key in photo]
     multipart = line.content_type != "application/x-www-form-urlencoded" or bool(line.files)
     command = Outgoing(base_url + line.path, fields, multipart=multipart).curl()
     for entry in line.files:
@@ -174,55 +85,6 @@ def curl_of(line: Entry, base_url: str, webhook_encoding: str = "urlencoded") ->
 # --- the live parts: streams and waiters ---------------------------------------------------------
 
 
-class Follower:
-    """One open event stream or wait: the lines recorded since it began, and an event to wake it."""
-
-    def __init__(self, after: int, backlog: int = STREAM_BACKLOG) -> None:
-        self.after = after  # the last seq handed over: older lines are never handed twice
-        self.backlog = backlog
-        self.pending: deque[Entry | str] = deque()
-        self.wake = asyncio.Event()
-        self.ended = ""  # why it ended, once it has
-        self.loop = asyncio.get_running_loop()
-        self.thread = threading.get_ident()
-
-    def deliver(self, item: Entry | str) -> None:
-        """``push`` from any thread: at once on the follower's own loop, else through it."""
-        if threading.get_ident() == self.thread:
-            self.push(item)
-            return
-        try:
-            self.loop.call_soon_threadsafe(self.push, item)
-        except RuntimeError:  # its loop has closed: nobody reads this follower any more
-            pass
-
-    def push(self, item: Entry | str) -> None:
-        """A new line (or the ``clear`` notice); called by the Journal, so it must never wait."""
-        if self.ended:
-            return
-        if len(self.pending) >= self.backlog:
-            self.end("too far behind")
-            return
-        self.pending.append(item)
-        self.wake.set()
-
-    def end(self, why: str) -> None:
-        self.ended = self.ended or why
-        self.wake.set()
-
-    def take(self) -> list[Entry | str]:
-        """What came since the last take, each line once and in seq order."""
-        items: list[Entry | str] = []
-        while self.pending:
-            item = self.pending.popleft()
-            if isinstance(item, str) or (item.seq or 0) > self.after:
-                items.append(item)
-                if not isinstance(item, str):
-                    self.after = item.seq or self.after
-        self.wake.clear()
-        return items
-
-
 def redact(value: Any, secret: str) -> Any:
     """``value`` with ``secret`` replaced by ``***`` in every string, keys included."""
     if isinstance(value, str):
@@ -232,13 +94,6 @@ def redact(value: Any, secret: str) -> Any:
     if isinstance(value, list):
         return [redact(v, secret) for v in value]
     return value
-
-
-async def _until_disconnect(receive: Any, follower: Follower) -> None:
-    """Read until the client goes away, then end the follower (nothing else is sent on a GET)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    follower.end("client gone")
 
 
 # --- the app -----------------------------------------------------------------------------------
@@ -323,10 +178,10 @@ class Inspector:
         """The handler of a request, after the loopback, Host and Origin checks; else HTTPError."""
         if not is_loopback(scope.get("client")):
             raise HTTPError(403, "/_opcli/ answers only clients on this machine (loopback)")
-        host = _header(scope, b"host")
-        if host and not _host_is_local(host):
+        host = header(scope, b"host")
+        if host and not host_is_local(host):
             raise HTTPError(403, f"/_opcli/ answers only requests to a local address, not to {host!r}")
-        origin = _header(scope, b"origin")
+        origin = header(scope, b"origin")
         if scope["method"] not in ("GET", "HEAD") and origin and urlsplit(origin).netloc != host:
             raise HTTPError(403, f"/_opcli/ refuses {scope['method']} from another origin ({origin})")
         rest = scope["path"][len(PREFIX) :]
@@ -344,7 +199,7 @@ class Inspector:
     def kept(self, seq_text: str) -> Entry:
         """The kept line numbered ``seq_text``: 400 when that is no number, 404 when not kept."""
         try:
-            seq = _integer(seq_text, 1)
+            seq = integer(seq_text, 1)
         except ValueError as exc:
             raise HTTPError(400, f"seq {exc}") from None
         entry = self.journal.get(seq)
@@ -374,7 +229,7 @@ class Inspector:
         entry = self.kept(args[0])
         if entry.event == "call" and entry.kind == "unknown":
             raise HTTPError(400, f"line #{entry.seq} is no call to an endpoint ({entry.method} {entry.path})")
-        base = f"{scope.get('scheme', 'http')}://{_header(scope, b'host') or 'localhost'}"
+        base = f"{scope.get('scheme', 'http')}://{header(scope, b'host') or 'localhost'}"
         text = curl_of(entry, base, self.listener.site.webhook_encoding) + "\n"
         if self.secret:
             text = text.replace(self.secret, "***")
@@ -412,7 +267,7 @@ class Inspector:
                         (b"content-type", b"application/octet-stream"),  # never rendered on this origin
                         (b"content-length", str(size).encode()),
                         (b"content-disposition", disposition.encode("latin-1")),
-                        *_COMMON_HEADERS,
+                        *COMMON_HEADERS,
                     ],
                 }
             )
@@ -431,7 +286,7 @@ class Inspector:
         self.followers.add(follower)  # before the snapshot: a line recorded meanwhile is not lost
         found = self.journal.entries(kind, after, "call")
         follower.after = max([after, *(e.seq or 0 for e in found)])
-        watcher = asyncio.create_task(_until_disconnect(receive, follower))
+        watcher = asyncio.create_task(until_disconnect(receive, follower))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
@@ -461,10 +316,10 @@ class Inspector:
     async def events(self, scope: dict[str, Any], receive: Any, send: Any, args: tuple[str, ...]) -> None:
         """Server-Sent Events: the kept lines after ``after`` (or ``Last-Event-ID``), then each new one."""
         after = query(scope, "after").get("after", 0)
-        last_id = _header(scope, b"last-event-id").strip()
+        last_id = header(scope, b"last-event-id").strip()
         if last_id:
             try:
-                after = _integer(last_id, 0)
+                after = integer(last_id, 0)
             except ValueError as exc:
                 raise HTTPError(400, f"Last-Event-ID {exc}") from None
         if self.closing:
@@ -476,7 +331,7 @@ class Inspector:
         follower = Follower(after)
         self.followers.add(follower)
         backlog = self.journal.entries(after=after)
-        watcher = asyncio.create_task(_until_disconnect(receive, follower))
+        watcher = asyncio.create_task(until_disconnect(receive, follower))
         try:
             await send(
                 {
@@ -486,7 +341,7 @@ class Inspector:
                         (b"content-type", b"text/event-stream; charset=utf-8"),
                         (b"cache-control", b"no-store"),
                         (b"x-accel-buffering", b"no"),
-                        *_COMMON_HEADERS,
+                        *COMMON_HEADERS,
                     ],
                 }
             )
@@ -580,37 +435,3 @@ class Inspector:
 
 def _is_call(entry: Entry, kind: str | None) -> bool:
     return entry.event == "call" and (kind is None or entry.kind == kind)
-
-
-async def read_json(receive: Any, what: str) -> Any:
-    """The request body as JSON: 413 past MAX_PUT_BYTES, 400 when it is not JSON."""
-    body = bytearray()
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise HTTPError(400, "the client disconnected before the body ended")
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
-        if len(body) > MAX_PUT_BYTES:
-            raise HTTPError(413, f"the body is over {MAX_PUT_BYTES} bytes")
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise HTTPError(400, f"the body is not JSON; expected {what}") from None
-
-
-async def respond(
-    send: Any,
-    status: int,
-    body: bytes | None,
-    content_type: bytes = b"application/json",
-    headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    """One whole response (no body for 204)."""
-    data = body or b""
-    start_headers = [(b"content-length", str(len(data)).encode()), *_COMMON_HEADERS, *(headers or [])]
-    if status != 204:
-        start_headers.insert(0, (b"content-type", content_type))
-    await send({"type": "http.response.start", "status": status, "headers": start_headers})
-    await send({"type": "http.response.body", "body": data})
