@@ -163,6 +163,22 @@ def test_failures_are_counted_and_over_the_ratio_exit_1(stdlib_server, tmp_path)
     assert stdlib_server.received[0].field("action") == "message_sent"
 
 
+def test_failures_against_a_listener_refusing_half_the_messages(listen_proc, tmp_path):
+    """The deployed panel's refusal (HTTP 200, "status": 0) as a fault of the listener: failures, exit 1."""
+    journal = tmp_path / "journal.jsonl"
+    proc = listen_proc(
+        "-c", write_config(tmp_path / "listen.yaml"), "listen", "--port", "0", "--journal", journal,
+        "--fault", "message_sent:status0,rate=0.5", "--seed", "1",
+    )  # fmt: skip
+    config = write_config(tmp_path / "load.yaml", panel_url=f"{proc.url}/operator-api")
+    done = opcli("-c", config, "load", "--users", 2, "--spawn-rate", 100, "--run-time", 2, "--json")
+    assert done.returncode == 1, done.stderr
+    total = json.loads(done.stdout)["total"]
+    assert total["requests"] > 10 and 0.3 <= total["failures"] / total["requests"] <= 0.7
+    faulted = sum(c["fault"] is not None for c in calls(journal))
+    assert total["failures"] <= faulted <= total["failures"] + 2  # (calls in flight when the run stopped)
+
+
 def test_ctrl_c_stops_the_run_with_the_summary_of_what_ran(listen_proc, tmp_path):
     proc = listen_proc("-c", write_config(tmp_path / "listen.yaml"), "listen", "--port", "0", "--json")
     config = write_config(tmp_path / "load.yaml", panel_url=f"{proc.url}/operator-api")
