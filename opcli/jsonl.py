@@ -1,4 +1,4 @@
-"""JSON as opcli writes it: ``line`` for machines (compact), ``dumps`` for people (spaced); UTF-8 kept readable.
+"""JSON as opcli writes it: ``line`` for programs (compact), ``dumps`` for people (spaced); UTF-8 kept readable.
 
 ``line`` is what the listener writes for every call -- its journal line, its reply -- so it is
 encoded by orjson (the standard ``json`` took a tenth of the listener's time). What orjson
@@ -24,7 +24,7 @@ _OPTIONS = (
 
 
 def line(obj: Any) -> bytes:
-    """One compact JSON document as a UTF-8 line, ``\\n`` included: the journal's lines, the listener's replies."""
+    """One compact JSON document as a UTF-8 line, ``\\n`` included: JSON Lines (the journal, ``--json``), replies."""
     try:
         return orjson.dumps(obj, default=str, option=_OPTIONS)
     except orjson.JSONEncodeError:  # a lone surrogate, a huge integer
@@ -34,7 +34,7 @@ def line(obj: Any) -> bytes:
 def dumps(obj: Any, indent: int | None = None) -> str:
     """One JSON document for people: one line with ``", "`` and ``": "`` (or indented); safe on any UTF-8 stream.
 
-    What ``--json`` prints and what messages quote.
+    What messages and the human views quote, and what a terminal shows indented.
     """
     return _standard(obj, (", " if indent is None else ",", ": "), indent).decode("utf-8")
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from functools import cached_property
 from typing import Any
 
+from opcli import jsonl
 from opcli.cli.common import Env
 from opcli.jsonl import dumps
 
@@ -47,8 +48,8 @@ class Output:
         self.json_mode = json_mode
         self.secrets = secrets if secrets is not None else set()
 
-    @property
-    def tty(self) -> bool:
+    @cached_property
+    def tty(self) -> bool:  # asked for every call the listener shows: isatty() is a system call
         return self.env.stdout_tty
 
     def _console(self, stderr: bool) -> Any:
@@ -90,7 +91,9 @@ class Output:
         self.env.stdout.flush()
 
     def _json_text(self, obj: Any, indent: int | None = None) -> str:
-        return self.redact(dumps(obj, indent)).translate(_JSON_ESCAPES)
+        # one line: the same bytes as the listener's journal (jsonl.line); indented: for a person
+        text = jsonl.line(obj)[:-1].decode("utf-8") if indent is None else dumps(obj, indent)
+        return self.redact(text).translate(_JSON_ESCAPES)
 
     def json(self, obj: Any) -> None:
         """One JSON document on one line: the JSON Lines streams (``listen``, ``send --batch``) write these."""

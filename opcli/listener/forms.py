@@ -138,7 +138,7 @@ async def chunks(receive: Any, connection: Any = None) -> AsyncIterator[bytes]:
             return
 
 
-def _decode(raw: bytes, what: str) -> str:
+def _decode(raw: bytes | bytearray, what: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -272,23 +272,10 @@ class _Multipart:
         self.parts += 1
         if self.parts > MAX_PARTS:
             raise Rejected(413, f"more than {MAX_PARTS} parts in the body")
-        disposition = b""
-        lines = block.split(b"\r\n") if block else []
-        if len(lines) > MAX_PART_HEADERS:
-            raise _malformed(f"a part has more than {MAX_PART_HEADERS} headers")
-        for line in lines:
-            name, colon, value = line.partition(b":")
-            if not colon or not _TOKEN.fullmatch(name) or b"\r" in value or len(line) > MAX_HEADER_LINE:
-                raise _malformed("a part's header is not a line of 'Name: value'")
-            if name.lower() == b"content-disposition":
-                disposition = value.lstrip(b" ")
-        kind, params = _options(disposition)
-        if kind != b"form-data" or b"name" not in params:
-            raise Rejected(400, "a multipart part has no Content-Disposition: form-data; name=...")
-        name = _decode(params[b"name"], "a part's name")
+        name, filename = _part_header(block)
         self.state, self.search_at = "data", data_at
-        if b"filename" in params:
-            self.upload = self.body.new_upload(name, params[b"filename"].decode("utf-8", "replace"))
+        if filename is not None:
+            self.upload = self.body.new_upload(name, filename)
             if self.raw is not None:
                 self.raw.release()
         else:
@@ -312,12 +299,35 @@ class _Multipart:
             return
         if end - start > self.field_limit:
             raise _field_too_large(self.name, self.field_limit)
-        value = _decode(bytes(buffer[start:end]), f"field '{self.name}'")
+        value = _decode(buffer[start:end], f"field '{self.name}'")
         self.body.fields.append((self.name, value))
         if self.raw is not None:
             if self.body.carries_token(self.name, value):
                 self.raw.cut(self.value_at, self.value_at + end - start)
             self.raw.release()
+
+
+@functools.lru_cache(maxsize=1024)
+def _part_header(block: bytes) -> tuple[str, str | None]:
+    """A part's name, and its filename (None for a text field), from its header block; Rejected if malformed.
+
+    Cached: the same few blocks come with every call.
+    """
+    disposition = b""
+    lines = block.split(b"\r\n") if block else []
+    if len(lines) > MAX_PART_HEADERS:
+        raise _malformed(f"a part has more than {MAX_PART_HEADERS} headers")
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name) or b"\r" in value or len(line) > MAX_HEADER_LINE:
+            raise _malformed("a part's header is not a line of 'Name: value'")
+        if name.lower() == b"content-disposition":
+            disposition = value.lstrip(b" ")
+    kind, params = _options(disposition)
+    if kind != b"form-data" or b"name" not in params:
+        raise Rejected(400, "a multipart part has no Content-Disposition: form-data; name=...")
+    filename = params.get(b"filename")
+    return _decode(params[b"name"], "a part's name"), None if filename is None else filename.decode("utf-8", "replace")
 
 
 def _malformed(why: str) -> Rejected:

@@ -119,6 +119,45 @@ class _TooLarge(Exception):
     pass
 
 
+class JoinedWrites:
+    """The connection as a response writes to it: the head waits for the body's first bytes to leave with them.
+
+    uvicorn writes a response's head and its body in two calls, and over loopback each write is a
+    trip through the TCP stack: joined, they cost one. The head never waits past the loop's
+    current turn (a response that starts and then pauses, a dribble fault, still sends it at once).
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.head: bytes | None = None
+        self.started = False
+
+    def write(self, data: bytes) -> None:
+        if not self.started:
+            self.started = True
+            self.head = data
+            self.loop.call_soon(self.flush)
+        elif self.head is not None:
+            head, self.head = self.head, None
+            self.transport.write(head + data)
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        """Send a head still waiting."""
+        head, self.head = self.head, None
+        if head is not None and not self.transport.is_closing():
+            self.transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+
 class Guarded:
     """Mixin for uvicorn's httptools protocol: size and time limits, malformed HTTP as JSON, no h2c.
 
@@ -197,6 +236,9 @@ class Guarded:
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()  # type: ignore[misc]
+        cycle = self.cycle  # type: ignore[attr-defined]
+        if cycle is not None and cycle.transport is self.transport:  # the request's own cycle
+            cycle.transport = JoinedWrites(self.transport, self.loop)  # type: ignore[attr-defined]
         self.phase = "body"
         self.arm(self.rules.body)
 
