@@ -134,6 +134,7 @@ def listen(
 
         upstream = forward_site(config, forward)
     out = st.output(json_out)
+    out.autoflush = False  # serve's stdout thread flushes after each batch of lines (out.flush)
 
     def announce(ready: Any) -> None:
         usable = _usable_url(out, ready.url)
@@ -165,6 +166,7 @@ def listen(
         seed=seed,
         operator=operator,
         show=show,
+        flush=out.flush,
         announce=announce,
     )
     tally = outcome.tally

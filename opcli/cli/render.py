@@ -47,6 +47,7 @@ class Output:
         self.env = env
         self.json_mode = json_mode
         self.secrets = secrets if secrets is not None else set()
+        self.autoflush = True
 
     @cached_property
     def tty(self) -> bool:  # asked for every call the listener shows: isatty() is a system call
@@ -86,8 +87,16 @@ class Output:
         return printable(self.redact(text), keep_newlines)
 
     def write(self, text: str) -> None:
-        """Raw text on stdout, flushed (keeps stdout and stderr in order when both go to one pipe)."""
+        """Raw text on stdout, flushed (keeps stdout and stderr in order when both go to one pipe).
+
+        With ``autoflush`` off, whoever turned it off calls ``flush()`` (the listener's stdout
+        thread does, after each batch of lines).
+        """
         self.env.stdout.write(text)
+        if self.autoflush:
+            self.env.stdout.flush()
+
+    def flush(self) -> None:
         self.env.stdout.flush()
 
     def _json_text(self, obj: Any, indent: int | None = None) -> str:
@@ -161,7 +170,11 @@ class Output:
 
     def block(self, block: list[tuple[str, str | None]]) -> None:
         """Lines of received data: redacted and escaped, styled on a terminal, one write otherwise."""
-        block = [(self.clean(text), style) for text, style in block]
+        whole = "\n".join(text for text, _ in block)
+        if self.redact(whole) == whole:  # nothing to hide in any line (the usual case): escape only
+            block = [(printable(text), style) for text, style in block]
+        else:
+            block = [(self.clean(text), style) for text, style in block]
         if self.tty:
             for text, style in block:
                 self.out.print(text, style=style, markup=False)
