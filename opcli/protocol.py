@@ -188,7 +188,7 @@ def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tup
     from_json: list[dict] = []
     rest: list[tuple[str, str]] = []
     for name, value in fields:
-        m = _BRACKET.match(name)
+        m = _BRACKET.match(name) if name.startswith("attaches") else None
         if m:
             photos.setdefault(int(m.group(1)), {})[m.group(2)] = value
         elif name == "attaches":

@@ -23,7 +23,7 @@ def now() -> str:
     return f"{_second[1]}.{int((moment - second) * 1000):03d}Z"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: made and read for every call the listener answers
 class Call:
     """One request to the listener: what came (token aside), what it answered, and why.
 

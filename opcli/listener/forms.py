@@ -370,8 +370,8 @@ async def _read_urlencoded(stream: AsyncIterator[bytes], limit: int, field_limit
     for pair in pairs:
         name, equals, value = pair.partition(b"=")
         if pair:
-            name_text = _decode(unquote_to_bytes(name.replace(b"+", b" ")), "a field name")
-            decoded = unquote_to_bytes(value.replace(b"+", b" "))
+            name_text = _decode(_unquoted(name), "a field name")
+            decoded = _unquoted(value)
             if len(decoded) > field_limit:
                 raise _field_too_large(name_text, field_limit)
             value_text = _decode(decoded, f"field '{name_text}'")
@@ -383,6 +383,13 @@ async def _read_urlencoded(stream: AsyncIterator[bytes], limit: int, field_limit
     if raw is not None:
         raw.write(bytes(data))
         raw.finish()
+
+
+def _unquoted(raw: bytes) -> bytes:
+    """A urlencoded name or value as bytes (``+`` a space, ``%XX`` a byte); most need no decoding at all."""
+    if b"%" in raw or b"+" in raw:
+        return unquote_to_bytes(raw.replace(b"+", b" "))
+    return raw
 
 
 def _field_too_large(name: str, field_limit: int) -> Rejected:
