@@ -6,6 +6,7 @@ Everything that knows what the protocol looks like lives here, so that the clien
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable
@@ -113,14 +114,13 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     URL's password or an error message. A secret shorter than 8 characters is masked only where it
     stands alone (not inside a longer word), so that ``abc`` does not mangle ``abcdef``.
     """
-    text = _URL_PASSWORD.sub(r"\1***@", text)
+    if "@" in text and "://" in text:  # what _URL_PASSWORD needs: most texts are spared the regex
+        text = _URL_PASSWORD.sub(r"\1***@", text)
     for secret in secrets:
         if not secret:
             continue
         mask = mask_token(secret)
-        in_json = json.dumps(secret, ensure_ascii=False)[1:-1]
-        forms = {secret, quote(secret, safe=""), quote_plus(secret, safe=""), in_json}
-        for form in sorted(forms, key=len, reverse=True):
+        for form in _forms(secret):
             if form not in text:
                 continue
             if len(secret) >= 8:
@@ -128,6 +128,16 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
             else:
                 text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])", mask, text)
     return text
+
+
+@functools.lru_cache(maxsize=64)
+def _forms(secret: str) -> tuple[str, ...]:
+    """The ways a secret appears in text (as is, URL-encoded, JSON-escaped), longest first.
+
+    Cached: the listener's human view redacts every line it shows.
+    """
+    in_json = json.dumps(secret, ensure_ascii=False)[1:-1]
+    return tuple(sorted({secret, quote(secret, safe=""), quote_plus(secret, safe=""), in_json}, key=len, reverse=True))
 
 
 def is_url(value: Any) -> bool:
@@ -181,7 +191,7 @@ def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tup
     from_json: list[dict] = []
     rest: list[tuple[str, str]] = []
     for name, value in fields:
-        m = _BRACKET.match(name)
+        m = _BRACKET.match(name) if name.startswith("attaches") else None
         if m:
             photos.setdefault(int(m.group(1)), {})[m.group(2)] = value
         elif name == "attaches":

@@ -187,7 +187,7 @@ def test_ctrl_c_stops_the_run_with_the_summary_of_what_ran(listen_proc, tmp_path
         seen = 0
         while seen < 30:  # the listener's stdout: one line per call, as it comes
             line = proc.stdout_lines.get(timeout=60)
-            seen += '"event": "call"' in line
+            seen += json.loads(line)["event"] == "call"
         run.send_signal(signal.SIGINT)
         out, err = run.communicate(timeout=60)
     finally:

@@ -135,6 +135,7 @@ def listen(
         upstream = forward_site(config, forward)
         st.secrets.add(upstream.token)  # the upstream's token is redacted like the site's own
     out = st.output(json_out)
+    out.autoflush = False  # serve's stdout thread flushes after each batch of lines (out.flush)
 
     def announce(ready: Any) -> None:
         usable = _usable_url(out, ready.url)
@@ -166,6 +167,7 @@ def listen(
         seed=seed,
         operator=operator,
         show=show,
+        flush=out.flush,
         announce=announce,
     )
     tally = outcome.tally

@@ -7,10 +7,12 @@ terminal of their own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from functools import cached_property
 from typing import Any
 
+from opcli import jsonl
 from opcli.cli.common import Env
 from opcli.jsonl import dumps
 
@@ -23,10 +25,14 @@ _ESCAPES = {c: _NAMED.get(c, f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for 
 _ESCAPES_KEEP_NEWLINE = {c: e for c, e in _ESCAPES.items() if c != 0x0A}
 # in JSON, the characters json.dumps leaves raw (DEL, C1, bidi) become \u escapes: still the same JSON
 _JSON_ESCAPES = {c: f"\\u{c:04x}" for c in _CONTROLS if c >= 0x7F}
+# a search finds them much faster than translate() copies a text that has none (the listener's every line)
+_ANY_CONTROL = re.compile("[" + "".join(re.escape(chr(c)) for c in _CONTROLS) + "]")
 
 
 def printable(text: str, keep_newlines: bool = False) -> str:
     """``text`` with every control character shown as an escape (``\\x1b``, ``\\n``)."""
+    if not _ANY_CONTROL.search(text):
+        return text
     return text.translate(_ESCAPES_KEEP_NEWLINE if keep_newlines else _ESCAPES)
 
 
@@ -41,9 +47,10 @@ class Output:
         self.env = env
         self.json_mode = json_mode
         self.secrets = secrets if secrets is not None else set()
+        self.autoflush = True
 
-    @property
-    def tty(self) -> bool:
+    @cached_property
+    def tty(self) -> bool:  # asked for every call the listener shows: isatty() is a system call
         return self.env.stdout_tty
 
     def _console(self, stderr: bool) -> Any:
@@ -80,12 +87,22 @@ class Output:
         return printable(self.redact(text), keep_newlines)
 
     def write(self, text: str) -> None:
-        """Raw text on stdout, flushed (keeps stdout and stderr in order when both go to one pipe)."""
+        """Raw text on stdout, flushed (keeps stdout and stderr in order when both go to one pipe).
+
+        With ``autoflush`` off, whoever turned it off calls ``flush()`` (the listener's stdout
+        thread does, after each batch of lines).
+        """
         self.env.stdout.write(text)
+        if self.autoflush:
+            self.env.stdout.flush()
+
+    def flush(self) -> None:
         self.env.stdout.flush()
 
     def _json_text(self, obj: Any, indent: int | None = None) -> str:
-        return self.redact(dumps(obj, indent)).translate(_JSON_ESCAPES)
+        # one line: the same bytes as the listener's journal (jsonl.line); indented: for a person
+        text = jsonl.line(obj)[:-1].decode("utf-8") if indent is None else dumps(obj, indent)
+        return self.redact(text).translate(_JSON_ESCAPES)
 
     def json(self, obj: Any) -> None:
         """One JSON document on one line: the JSON Lines streams (``listen``, ``send --batch``) write these."""
@@ -153,7 +170,11 @@ class Output:
 
     def block(self, block: list[tuple[str, str | None]]) -> None:
         """Lines of received data: redacted and escaped, styled on a terminal, one write otherwise."""
-        block = [(self.clean(text), style) for text, style in block]
+        whole = "\n".join(text for text, _ in block)
+        if self.redact(whole) == whole:  # nothing to hide in any line (the usual case): escape only
+            block = [(printable(text), style) for text, style in block]
+        else:
+            block = [(self.clean(text), style) for text, style in block]
         if self.tty:
             for text, style in block:
                 self.out.print(text, style=style, markup=False)

@@ -11,6 +11,7 @@ as it came (``--forward``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import itertools
@@ -49,6 +50,12 @@ Answer = tuple[int, Any]
 _TOKEN_LIKE = re.compile(r"[\s\[\]]")
 #: The header ``opcli replay`` sends with each request: the seq of the call it replays.
 REPLAY_HEADER = b"x-opcli-replay"
+
+
+@functools.lru_cache(maxsize=1024)  # the same few names come with every call
+def _token_like(name: str) -> bool:
+    """A field named like ``token`` (``Token``, ``token[]``, ``token `` with a space)."""
+    return _TOKEN_LIKE.sub("", name).lower() == "token"
 
 
 @dataclass(frozen=True)
@@ -289,7 +296,7 @@ class Listener:
         for name, value in fields:
             if name == "token":
                 continue
-            if (token and value == token) or _TOKEN_LIKE.sub("", name).lower() == "token":
+            if (token and value == token) or _token_like(name):
                 value = "***"
             if name in shown:
                 if isinstance(shown[name], list):

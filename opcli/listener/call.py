@@ -6,17 +6,24 @@ and the pytest plugin show it. The token is never stored in either.
 
 from __future__ import annotations
 
-import datetime as dt
+import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+_second: tuple[int, str] = (0, "")  # the last whole second formatted: every call made within it reuses it
+
 
 def now() -> str:
-    """The journal's timestamp: UTC, milliseconds, ``Z``."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The journal's timestamp: UTC, milliseconds, ``Z`` (``2024-05-01T12:00:00.123Z``)."""
+    global _second
+    moment = time.time()
+    second = int(moment)
+    if second != _second[0]:
+        _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second[1]}.{int((moment - second) * 1000):03d}Z"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: made and read for every call the listener answers
 class Call:
     """One request to the listener: what came (token aside), what it answered, and why.
 

@@ -119,12 +119,51 @@ class _TooLarge(Exception):
     pass
 
 
+class JoinedWrites:
+    """The connection as a response writes to it: the head waits for the body's first bytes to leave with them.
+
+    uvicorn writes a response's head and its body in two calls, and over loopback each write is a
+    trip through the TCP stack: joined, they cost one. The head never waits past the loop's
+    current turn (a response that starts and then pauses, a dribble fault, still sends it at once).
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.head: bytes | None = None
+        self.started = False
+
+    def write(self, data: bytes) -> None:
+        if not self.started:
+            self.started = True
+            self.head = data
+            self.loop.call_soon(self.flush)
+        elif self.head is not None:
+            head, self.head = self.head, None
+            self.transport.write(head + data)
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        """Send a head still waiting."""
+        head, self.head = self.head, None
+        if head is not None and not self.transport.is_closing():
+            self.transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+
 class Guarded:
     """Mixin for uvicorn's httptools protocol: size and time limits, malformed HTTP as JSON, no h2c.
 
     A connection is in one phase at a time: ``idle`` (no request under way), ``headers``,
-    ``body`` (the app runs and reads it), ``answer`` (the app has the whole request). One timer
-    per connection is armed for the phase.
+    ``body`` (the app runs and reads it), ``answer`` (the app has the whole request). Each phase
+    has its deadline, and one timer per connection enforces it.
     """
 
     transport: asyncio.Transport
@@ -137,18 +176,31 @@ class Guarded:
         self.on_bad_request = getattr(app, "bad_request", None)
         self.phase = "idle"
         self.header_bytes = 0
+        self.deadline: float | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
         self.arm(self.rules.idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.arm(None)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         super().connection_lost(exc)  # type: ignore[misc]
 
     def arm(self, seconds: float | None) -> None:
-        """(Re)start the connection's one timer; None stops it."""
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = None if seconds is None else self.loop.call_later(seconds, self.expired)  # type: ignore[attr-defined]
+        """Give the phase its time limit (None: none), from now.
+
+        The timer moves only to fire sooner: a later deadline is seen when it fires, and it waits
+        again. A request changes phase four times; a timer set and cancelled each time cost more
+        than the rest of the rules together.
+        """
+        loop = self.loop  # type: ignore[attr-defined]
+        self.deadline = None if seconds is None else loop.time() + seconds
+        if self.deadline is not None and (self.timer is None or self.deadline < self.timer_at):
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer_at = self.deadline
+            self.timer = loop.call_at(self.deadline, self.expired)
 
     def data_received(self, data: bytes) -> None:
         if self.connection.failure is not None:
@@ -197,6 +249,9 @@ class Guarded:
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()  # type: ignore[misc]
+        cycle = self.cycle  # type: ignore[attr-defined]
+        if cycle is not None and cycle.transport is self.transport:  # the request's own cycle
+            cycle.transport = JoinedWrites(self.transport, self.loop)  # type: ignore[attr-defined]
         self.phase = "body"
         self.arm(self.rules.body)
 
@@ -219,6 +274,12 @@ class Guarded:
 
     def expired(self) -> None:
         self.timer = None
+        if self.deadline is None:
+            return
+        if self.deadline > self.loop.time():  # type: ignore[attr-defined]  # the phase changed since: wait on
+            self.timer_at = self.deadline
+            self.timer = self.loop.call_at(self.deadline, self.expired)  # type: ignore[attr-defined]
+            return
         if self.phase == "idle":
             self.transport.close()
         elif self.phase == "headers":
