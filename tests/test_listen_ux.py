@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
 
@@ -47,8 +49,14 @@ def test_strict_rejects_what_earns_a_warning(listen_proc):
 def test_calls_to_unknown_paths_are_named_in_the_summary(listen_proc):
     proc = listen_proc("listen", "--port", "0", "--count", "1", "--timeout", "1.5")
     curl("-d", "token=dev-token", "-d", "user_id=42", f"{proc.url}/hooks/user_info")
+    curl(f"{proc.url}/")  # a health check is no sign of a wrong URL: not counted
+    for n in range(5):
+        curl(f"{proc.url}/elsewhere/{n % 4}")
     assert proc.wait() == 124
-    assert "0 calls, 0 rejected; 1 call to an unknown path (/hooks/user_info)" in proc.stderr
+    assert (
+        "0 calls, 0 rejected; 6 calls to an unknown path (/hooks/user_info, /elsewhere/0, /elsewhere/1, ...)"
+        in proc.stderr
+    )
 
 
 def test_a_wildcard_address_warns_and_gives_a_usable_url(listen_proc):
@@ -96,3 +104,14 @@ def test_an_unusable_user_config_dir_is_exit_2_naming_it(isolated, tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"opcli: error: {unusable}/opcli/config.yaml: cannot read config (user config): ")
     assert "internal error" not in done.stderr
+
+
+def test_stdout_to_dev_null_is_not_rendered_but_a_file_or_pipe_is(tmp_path):
+    from opcli.cli.listen import _discarded
+
+    with open(os.devnull, "w") as null, open(tmp_path / "out", "w") as file:
+        assert _discarded(null) and not _discarded(file)
+    read, write = os.pipe()
+    with os.fdopen(read) as r, os.fdopen(write, "w") as w:
+        assert not _discarded(w) and not _discarded(r)
+    assert not _discarded(io.StringIO())
