@@ -45,3 +45,20 @@ class UnreachableError(OpcliError):
     """The other side could not be reached: refused, DNS, TLS, timeout, dropped connection."""
 
     exit_code = 3
+
+
+class Signalled(BaseException):
+    """SIGTERM (or SIGINT) arrived while a command ran: it stops as the signal asks, exit 128+N.
+
+    A BaseException, as KeyboardInterrupt is: no ``except Exception`` swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+def raise_signalled(signum: int, frame: object) -> None:
+    """A signal handler: raise ``Signalled`` where the main thread is."""
+    raise Signalled(signum)

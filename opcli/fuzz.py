@@ -31,7 +31,7 @@ from opcli.config import Site
 from opcli.conformance import Check
 from opcli.errors import UnreachableError, UsageError
 from opcli.panel import judge
-from opcli.protocol import ID_FIELDS, MAX_ID, MediaReply, UserInfo, envelope_failed, mask_token, unwrap
+from opcli.protocol import ID_FIELDS, MAX_ID, MediaReply, UserInfo, envelope_failed, redact, unwrap
 
 #: The check of each webhook; ``send_message`` only with ``--send`` (it delivers messages).
 CHECK_NAMES = {"user_info": "fuzz-user-info", "user_media": "fuzz-user-media", "send_message": "fuzz-send-message"}
@@ -297,7 +297,7 @@ def _verdict(site: Site, kind: str, call: Probe, client: httpx.Client) -> Failur
     request = webhook(site, kind, list(call.fields), multipart=call.multipart, omit_token=True)
 
     def fail(what: str, reason: str) -> Failure:
-        return Failure(what, _redact(reason, site.token), request, site.token)
+        return Failure(what, redact(reason, [site.token]), request, site.token)
 
     try:
         reply = send(client, request)
@@ -378,10 +378,6 @@ def _short(value: str, limit: int = 40) -> str:
     if len(value) > limit:
         return f"{ascii(value[:limit])}...({len(value)} chars)"
     return ascii(value)
-
-
-def _redact(text: str, token: str) -> str:
-    return text.replace(token, mask_token(token)) if token else text
 
 
 class _hypothesis_storage:

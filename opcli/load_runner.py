@@ -29,7 +29,7 @@ from typing import Any
 
 from opcli.client import check_file
 from opcli.config import Config
-from opcli.errors import OpcliError, UsageError
+from opcli.errors import OpcliError, Signalled, UsageError, raise_signalled
 from opcli.protocol import mask_token, parse_id
 
 #: What a ``message_sent`` of a load test carries besides its text, in ``--content`` weights.
@@ -218,16 +218,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class _Signalled(BaseException):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_signalled(signum: int, frame: Any) -> None:
-    raise _Signalled(signum)
-
-
 def check_settings(config: Config, plan: LoadPlan, settings: LoadSettings) -> None:
     """Refuse, before anything starts, what the shipped locustfile could not send (exit 2)."""
     if plan.locustfile is not None:
@@ -322,20 +312,20 @@ def _run(argv: list[str], env: dict[str, str], token: str, log: Log | None) -> t
     pump = threading.Thread(target=_pump, args=(proc.stdout, token, log), daemon=True)
     pump.start()
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_signalled) if in_main else None
+    previous = signal.signal(signal.SIGTERM, raise_signalled) if in_main else None
     interrupted = None
     try:
         try:
             code = proc.wait()
         except KeyboardInterrupt:
             interrupted, sent = 130, signal.SIGINT
-        except _Signalled as exc:
-            interrupted, sent = 128 + exc.signum, exc.signum
+        except Signalled as exc:
+            interrupted, sent = exc.exit_code, exc.signum
         if interrupted is not None:
             proc.send_signal(sent)
             try:
                 code = proc.wait(60)
-            except (KeyboardInterrupt, _Signalled, subprocess.TimeoutExpired):
+            except (KeyboardInterrupt, Signalled, subprocess.TimeoutExpired):
                 os.killpg(proc.pid, signal.SIGKILL)  # asked twice: stop now, summary or not
                 code = proc.wait()
     finally:

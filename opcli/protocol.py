@@ -61,6 +61,9 @@ _DIGITS = re.compile(r"^[0-9]+$")
 _URL = re.compile(URL_PATTERN)
 # scheme://user:PASSWORD@ -- the password part, up to the @ of the authority
 # (a password that is a shell variable, as in the curl line of --dry-run, is no secret: it stays)
+# opcli's own request header: a request `opcli replay` (or the inspector) sends again names the
+# journal line it replays; the listener journals it as ``replay_of``
+REPLAY_HEADER = "X-Opcli-Replay"
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?!\$)[^/\s@]+@")
 
 
@@ -111,11 +114,19 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     """``text`` with each secret's value masked (as ``mask_token`` shows it) and every URL password hidden.
 
     The one redaction of everything opcli prints or writes: a token may hide in a URL's query, a
-    URL's password or an error message. A secret shorter than 8 characters is masked only where it
-    stands alone (not inside a longer word), so that ``abc`` does not mangle ``abcdef``.
+    URL's password or an error message.
     """
     if "@" in text and "://" in text:  # what _URL_PASSWORD needs: most texts are spared the regex
         text = _URL_PASSWORD.sub(r"\1***@", text)
+    return hide_secrets(text, secrets)
+
+
+def hide_secrets(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with each secret's value masked, in every form it takes (as is, URL-encoded, JSON-escaped).
+
+    A secret shorter than 8 characters is masked only where it stands alone (not inside a longer
+    word), so that ``abc`` does not mangle ``abcdef``.
+    """
     for secret in secrets:
         if not secret:
             continue
@@ -128,6 +139,22 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
             else:
                 text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])", mask, text)
     return text
+
+
+def hide_secrets_in(value: Any, secrets: Iterable[str | None]) -> Any:
+    """A JSON value with ``hide_secrets`` applied to every string in it, object keys included."""
+    if isinstance(value, str):
+        return hide_secrets(value, secrets)
+    if isinstance(value, dict):
+        return {hide_secrets(k, secrets): hide_secrets_in(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [hide_secrets_in(v, secrets) for v in value]
+    return value
+
+
+def secret_needles(secrets: Iterable[str | None]) -> tuple[bytes, ...]:
+    """The bytes each secret's forms take in UTF-8 text or JSON: where none occurs, nothing needs hiding."""
+    return tuple({form.encode() for secret in secrets if secret for form in _forms(secret)})
 
 
 @functools.lru_cache(maxsize=64)

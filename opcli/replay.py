@@ -27,9 +27,8 @@ from opcli.client import Outgoing, deliver, make_client
 from opcli.config import Site
 from opcli.errors import OpcliError, UnreachableError, UsageError
 from opcli.multipart import SavedBody, token_bytes
-from opcli.protocol import KINDS, encode_attaches, is_url
+from opcli.protocol import KINDS, REPLAY_HEADER, encode_attaches, is_url
 
-REPLAY_HEADER = "X-Opcli-Replay"
 #: Left out of every comparison: a new message gets a new id.
 ALWAYS_IGNORED = ("data.message_id",)
 _FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")

@@ -152,3 +152,25 @@ def test_without_save_dir_or_forward_no_body_is_kept(tmp_path):
     journal = lines_of(app)
     r = TestClient(app).post("/operator-api", content=multipart("secret-token-123456"), headers={"content-type": MP})
     assert r.status_code == 200 and "body" not in journal[-1]
+
+
+@pytest.mark.parametrize("content_type", [MP, FORM])
+def test_the_token_inside_a_message_is_cut_out_and_put_back(tmp_path, content_type):
+    token = "secret-token-123456"
+    client, journal, saved = listener(tmp_path, token)
+    message = f"mine is {token}, twice: {token}"
+    if content_type == MP:
+        original = b"".join([part("token", token.encode()), part("user_id", b"42"), part("message", message.encode())])
+        original += f"--{BOUNDARY}--\r\n".encode()
+    else:
+        original = f"token={token}&user_id=42&message={message.replace(' ', '+')}".encode()
+    r = client.post("/hooks/user-info", content=original, headers={"content-type": content_type})
+    assert r.status_code == 200, r.text
+    entry = journal[-1]
+    assert entry["fields"]["message"] == "mine is …3456, twice: …3456"
+    data = Path(entry["body"]["saved_as"]).read_bytes()
+    expected, token_at = cut_out(original, token.encode())
+    assert data == expected and entry["body"]["token_at"] == token_at and len(token_at) == 3
+    put_back = token_bytes(token, content_type)
+    again = SavedBody(Path(entry["body"]["saved_as"]), entry["body"]["size"], token_at, put_back, content_type)
+    assert b"".join(again) == original

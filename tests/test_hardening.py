@@ -64,6 +64,26 @@ def test_the_token_never_reaches_the_journal_under_any_name(real, name):
     assert TOKEN not in json.dumps(journal[-1])
 
 
+def test_the_token_is_masked_wherever_a_client_puts_it(real):
+    client, journal = real
+    r = client.post(
+        "/hooks/send-message",
+        data={"token": TOKEN, "user_id": "7", "contact_id": "42", "message": f"mine: {TOKEN}!", TOKEN: "name"},
+        files={"attach": (f"{TOKEN}.txt", b"hi")},
+    )
+    assert r.status_code == 200
+    assert client.get(f"/elsewhere?t={TOKEN}").status_code == 404
+    assert client.post("/hooks/user-info", data={"token": f"{TOKEN}-not", "user_id": "1"}).status_code == 401
+    sent = journal[0]
+    assert sent["fields"]["message"] == "mine: …3456!" and sent["fields"]["…3456"] == "name"
+    assert sent["files"][0]["filename"] == "…3456.txt"
+    every_view = [json.dumps(journal), client.get("/_opcli/calls").text]
+    every_view += [client.get(f"/_opcli/calls/{n}").text for n in (1, 2, 3)]
+    every_view.append(client.get("/_opcli/calls/1/curl").text)
+    for text in every_view:
+        assert TOKEN not in text
+
+
 def test_a_token_sent_as_a_file_leaves_no_hash(real):
     client, journal = real
     r = client.post("/hooks/user-info", data={"token": TOKEN, "user_id": "42"}, files={"attach": ("t.txt", TOKEN)})

@@ -40,6 +40,7 @@ from opcli.protocol import (
     ID_FIELDS,
     KINDS,
     KNOWN_FIELDS,
+    REPLAY_HEADER,
     decode_attaches,
     is_url,
     parse_id,
@@ -48,8 +49,8 @@ from opcli.protocol import (
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 Answer = tuple[int, Any]
 _TOKEN_LIKE = re.compile(r"[\s\[\]]")
+_REPLAY_HEADER = REPLAY_HEADER.lower().encode()
 #: The header ``opcli replay`` sends with each request: the seq of the call it replays.
-REPLAY_HEADER = b"x-opcli-replay"
 
 
 @functools.lru_cache(maxsize=1024)  # the same few names come with every call
@@ -106,6 +107,7 @@ class Listener:
         self.token = self.site.token.encode("utf-8")
         self.token_sha256 = hashlib.sha256(self.token).hexdigest()
         self.journal = journal if journal is not None else Journal(self.settings.keep)
+        self.journal.hide(self.site.token, forward.token if forward is not None else None)
         self.canned = Canned(self.settings)
         self.save_dir = save_dir
         self.strict = self.settings.strict if strict is None else strict
@@ -145,7 +147,7 @@ class Listener:
         method = scope["method"]
         kind = self.routes.get(path) if method == "POST" else None
         call = Call(kind=kind or "unknown", method=method, path=path)
-        replayed = header(scope, REPLAY_HEADER)
+        replayed = header(scope, _REPLAY_HEADER)
         if replayed.isdigit():
             call.replay_of = int(replayed)
         headers: list[tuple[bytes, bytes]] = []
@@ -290,13 +292,15 @@ class Listener:
         return None
 
     def shown_fields(self, fields: list[tuple[str, str]]) -> dict[str, Any]:
-        """Fields as journaled: no ``token``; a near-miss name (``Token``, ``token[]``) or the token's value masked."""
+        """Fields as journaled: no ``token``, a near-miss name's value (``Token``, ``token[]``) masked.
+
+        (The journal masks the token's value wherever else it shows.)
+        """
         shown: dict[str, Any] = {}
-        token = self.site.token
         for name, value in fields:
             if name == "token":
                 continue
-            if (token and value == token) or _token_like(name):
+            if _token_like(name):
                 value = "***"
             if name in shown:
                 if isinstance(shown[name], list):

@@ -1,7 +1,8 @@
 """``Call`` and ``Callback``: the journal's lines as dataclasses -- the one schema of a line.
 
 ``as_json()`` gives the line exactly as ``listen --json``, the ``--journal`` file, ``/_opcli/``
-and the pytest plugin show it. The token is never stored in either.
+and the pytest plugin show it; ``line()`` the same as the journal file's bytes. The token is never
+stored in either (the Journal masks it wherever a client put it). A journaled entry does not change.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from opcli import jsonl
 
 _second: tuple[int, str] = (0, "")  # the last whole second formatted: every call made within it reuses it
 
@@ -57,6 +60,7 @@ class Call:
     findings: list[dict[str, Any]] | None = None
     replay_of: int | None = None
     attaches_encoding: str | None = None
+    _line: bytes | None = field(default=None, init=False, repr=False)
 
     _OPTIONAL: ClassVar[tuple[str, ...]] = (
         "body",
@@ -81,6 +85,12 @@ class Call:
         """A field's value as PHP reads it: the last one when the field was repeated."""
         value = self.fields.get(name)
         return value[-1] if isinstance(value, list) else value
+
+    def line(self) -> bytes:
+        """The journal line as the journal file holds it (compact JSON and a newline), made once."""
+        if self._line is None:
+            self._line = jsonl.line(self.as_json())
+        return self._line
 
     def as_json(self) -> dict[str, Any]:
         """The journal line."""
@@ -132,8 +142,11 @@ class Callback:
     findings: list[dict[str, Any]] = field(default_factory=list)
     ok: bool = False
     error: str | None = None
+    _line: bytes | None = field(default=None, init=False, repr=False)
 
     counted: ClassVar[bool] = False
+
+    line = Call.line
 
     @property
     def rejected(self) -> bool:
@@ -167,6 +180,9 @@ class Ready:
     url: str
     endpoints: dict[str, str]
     inspector: str | None = None
+
+    def line(self) -> bytes:
+        return jsonl.line(self.as_json())
 
     def as_json(self) -> dict[str, Any]:
         line: dict[str, Any] = {"event": self.event, "url": self.url, "endpoints": self.endpoints}

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, quote_plus, unquote_to_bytes
 
 from python_multipart.multipart import parse_options_header
 
@@ -69,7 +69,7 @@ class Body:
     """The parsed body of one call: fields in order, the uploads streamed so far, and the raw body.
 
     The raw body is kept (``raw``) with ``save_dir``, or when ``keep_raw`` asks for it (to forward
-    it); ``secret`` is the listener's token, cut out of any field that carries it.
+    it); ``secret`` is the listener's token, cut out of the raw body wherever a field's value carries it.
     """
 
     def __init__(self, save_dir: Path | None, *, keep_raw: bool = False, secret: str = "") -> None:
@@ -86,9 +86,22 @@ class Body:
             self.raw = RawBody(self.save_dir)
         return self.raw
 
-    def carries_token(self, name: str, value: str) -> bool:
-        """A field whose value must not be written: ``token``, or any field holding the listener's token."""
-        return bool(value) and (name == "token" or (bool(self.secret) and value == self.secret))
+    def token_spans(self, name: str, value: str, raw: bytes) -> list[tuple[int, int]]:
+        """What of a field's value as it came (``raw``) must not be written: all of it for ``token``, else
+        each place the listener's token shows in it (as is or URL-encoded; all of it when encoded otherwise).
+        """
+        if not value or (name != "token" and not (self.secret and self.secret in value)):
+            return []
+        if name == "token":
+            return [(0, len(raw))]
+        spans: list[tuple[int, int]] = []
+        for form in sorted(_secret_forms(self.secret), key=len, reverse=True):
+            at = raw.find(form)
+            while at >= 0:
+                if not any(a < at + len(form) and at < b for a, b in spans):  # a longer form holds it
+                    spans.append((at, at + len(form)))
+                at = raw.find(form, at + 1)
+        return sorted(spans) or [(0, len(raw))]
 
     def close_raw(self, content_type: str) -> dict[str, Any] | None:
         """Done with the raw body: the journal's ``body`` when it was saved whole, else None (nothing kept)."""
@@ -302,8 +315,8 @@ class _Multipart:
         value = _decode(buffer[start:end], f"field '{self.name}'")
         self.body.fields.append((self.name, value))
         if self.raw is not None:
-            if self.body.carries_token(self.name, value):
-                self.raw.cut(self.value_at, self.value_at + end - start)
+            for a, b in self.body.token_spans(self.name, value, bytes(buffer[start:end])):
+                self.raw.cut(self.value_at + a, self.value_at + b)
             self.raw.release()
 
 
@@ -376,9 +389,10 @@ async def _read_urlencoded(stream: AsyncIterator[bytes], limit: int, field_limit
                 raise _field_too_large(name_text, field_limit)
             value_text = _decode(decoded, f"field '{name_text}'")
             body.fields.append((name_text, value_text))
-            if raw is not None and body.carries_token(name_text, value_text):
+            if raw is not None:
                 start = at + len(name) + len(equals)
-                raw.cut(start, start + len(value))
+                for a, b in body.token_spans(name_text, value_text, value):
+                    raw.cut(start + a, start + b)
         at += len(pair) + 1
     if raw is not None:
         raw.write(bytes(data))
@@ -390,6 +404,12 @@ def _unquoted(raw: bytes) -> bytes:
     if b"%" in raw or b"+" in raw:
         return unquote_to_bytes(raw.replace(b"+", b" "))
     return raw
+
+
+@functools.lru_cache(maxsize=8)
+def _secret_forms(secret: str) -> set[bytes]:
+    """A token's bytes as a body may carry them: as is, and URL-encoded both ways."""
+    return {form.encode() for form in (secret, quote(secret, safe=""), quote_plus(secret, safe=""))}
 
 
 def _field_too_large(name: str, field_limit: int) -> Rejected:

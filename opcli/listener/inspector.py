@@ -12,7 +12,6 @@ stopping listener exits at once instead of waiting for them.
 from __future__ import annotations
 
 import asyncio
-import json
 import mimetypes
 import re
 import shlex
@@ -37,6 +36,7 @@ from opcli.listener.asgi import (
 from opcli.listener.call import Call, Callback
 from opcli.listener.forms import header
 from opcli.listener.live import Follower, until_disconnect
+from opcli.protocol import hide_secrets, hide_secrets_in
 
 if TYPE_CHECKING:
     from opcli.listener.app import Listener
@@ -88,17 +88,6 @@ def curl_of(line: Entry, base_url: str, webhook_encoding: str = "urlencoded") ->
 # --- the live parts: streams and waiters ---------------------------------------------------------
 
 
-def redact(value: Any, secret: str) -> Any:
-    """``value`` with ``secret`` replaced by ``***`` in every string, keys included."""
-    if isinstance(value, str):
-        return value.replace(secret, "***")
-    if isinstance(value, dict):
-        return {redact(k, secret): redact(v, secret) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, secret) for v in value]
-    return value
-
-
 # --- the app -----------------------------------------------------------------------------------
 
 Handler = Callable[[dict[str, Any], Any, Any, tuple[str, ...]], Awaitable[None]]
@@ -112,8 +101,6 @@ class Inspector:
         self.journal = listener.journal
         self.followers: set[Follower] = set()
         self.closing = False
-        self.secret = listener.site.token
-        self._secret_json = json.dumps(self.secret, ensure_ascii=False)[1:-1].encode()
         self._static: dict[str, bytes] = {}
         self.journal.subscribe(self._recorded)
         self.routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
@@ -145,17 +132,17 @@ class Inspector:
             follower.end("the listener is stopping")
 
     def dumps(self, obj: Any) -> bytes:
-        """``obj`` as JSON; the token's value, wherever a client put it (a message), becomes ``***``."""
+        """``obj`` as JSON, the secrets masked (the journal's lines already are; an error may echo a request)."""
         data = jsonl.line(obj)[:-1]
-        if self.secret and self._secret_json in data:
-            data = jsonl.line(redact(obj, self.secret))[:-1]
+        if self.journal.carries_secret(data):
+            data = jsonl.line(hide_secrets_in(obj, self.journal.secrets))[:-1]
         return data
 
     def frame(self, item: Entry | str) -> bytes:
         """One Server-Sent Event: ``id`` the seq, ``event`` the line's event, ``data`` the line."""
         if isinstance(item, str):
             return f"event: {item}\ndata: {{}}\n\n".encode()
-        return b"id: %d\nevent: %s\ndata: %s\n\n" % (item.seq, item.event.encode(), self.dumps(item.as_json()))
+        return b"id: %d\nevent: %s\ndata: %s\n\n" % (item.seq, item.event.encode(), item.line()[:-1])
 
     # --- dispatch --------------------------------------------------------------------------------
 
@@ -233,9 +220,7 @@ class Inspector:
         if entry.event == "call" and entry.kind == "unknown":
             raise HTTPError(400, f"line #{entry.seq} is no call to an endpoint ({entry.method} {entry.path})")
         base = f"{scope.get('scheme', 'http')}://{header(scope, b'host') or 'localhost'}"
-        text = curl_of(entry, base, self.listener.site.webhook_encoding) + "\n"
-        if self.secret:
-            text = text.replace(self.secret, "***")
+        text = hide_secrets(curl_of(entry, base, self.listener.site.webhook_encoding) + "\n", self.journal.secrets)
         await respond(send, 200, text.encode("utf-8"), b"text/plain; charset=utf-8")
 
     async def download(self, scope: dict[str, Any], receive: Any, send: Any, args: tuple[str, ...]) -> None:

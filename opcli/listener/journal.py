@@ -9,6 +9,7 @@ thread (the pytest plugin's test thread).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 from collections import deque
@@ -16,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Union
 
-from opcli import jsonl
 from opcli.errors import UsageError
 from opcli.listener.call import Call, Callback, Ready
+from opcli.protocol import hide_secrets_in, secret_needles
 
 Entry = Union[Call, Callback]  # noqa: UP007 (a runtime alias on 3.10)
 Line = Union[Call, Callback, Ready]  # noqa: UP007
@@ -29,10 +30,17 @@ class JournalError(UsageError):
 
 
 class Journal:
-    """The record of one listener: ``seq`` in journal order, the last ``keep`` entries in memory."""
+    """The record of one listener: ``seq`` in journal order, the last ``keep`` entries in memory.
+
+    The values given to ``hide`` (the listener's token, ``--forward``'s) are masked in every
+    entry before anyone sees it, wherever a client put them: a message, a field's name, a
+    filename, a URL's query, an upstream's reply.
+    """
 
     def __init__(self, keep: int = 10000) -> None:
         self.keep = keep
+        self.secrets: tuple[str, ...] = ()
+        self._needles: tuple[bytes, ...] = ()
         self.seq = 0
         self._entries: deque[Entry] = deque(maxlen=keep)
         self._subscribers: list[Callable[[Line], None]] = []
@@ -42,6 +50,23 @@ class Journal:
         """Hand every later line to ``subscriber`` (in order of subscription); returns the unsubscribe."""
         self._subscribers.append(subscriber)
         return lambda: self._subscribers.remove(subscriber) if subscriber in self._subscribers else None
+
+    def hide(self, *secrets: str | None) -> None:
+        """Mask these values in every entry recorded from now on."""
+        self.secrets = tuple(dict.fromkeys(s for s in (*self.secrets, *secrets) if s))
+        self._needles = secret_needles(self.secrets)
+
+    def carries_secret(self, data: bytes) -> bool:
+        """True when ``data`` (text or JSON) holds one of the secrets, in any of its forms."""
+        return any(needle in data for needle in self._needles)
+
+    def _hidden(self, entry: Entry) -> None:
+        """Mask the secrets in ``entry``; costs one look at its line when there is none (the usual case)."""
+        if self.carries_secret(entry.line()):
+            for f in dataclasses.fields(entry):
+                if not f.name.startswith("_"):
+                    setattr(entry, f.name, hide_secrets_in(getattr(entry, f.name), self.secrets))
+            entry._line = None
 
     def announce(self, ready: Ready) -> None:
         """The ready line: to the subscribers, not kept (it is no call)."""
@@ -53,6 +78,9 @@ class Journal:
         with self._changed:
             self.seq += 1
             entry.seq = self.seq
+            entry._line = None  # made now, with its seq
+            if self._needles:
+                self._hidden(entry)
             for subscriber in list(self._subscribers):
                 subscriber(entry)
             self._entries.append(entry)
@@ -108,7 +136,7 @@ class JournalFile:
         self.size = os.fstat(self.fd).st_size  # where the next line starts: a failed write is cut back to it
 
     def __call__(self, line: Line) -> None:
-        data = jsonl.line(line.as_json())
+        data = line.line()
         written = 0
         try:
             while written < len(data):

@@ -18,11 +18,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from opcli.config import Config, Site
-from opcli.errors import UsageError
+from opcli.errors import Signalled, UsageError, raise_signalled
 from opcli.listener.app import Listener, routes_of
 from opcli.listener.call import Call, Callback, Ready
 from opcli.listener.faults import parse_rules
@@ -48,6 +47,14 @@ def pick_address(
     chosen_host = next(h for h in (host, listen_host, url_host, "127.0.0.1") if h is not None)
     chosen_port = next(p for p in (port, listen_port, url_port, DEFAULT_PORT) if p is not None)
     return chosen_host, chosen_port
+
+
+def served_site(config: Config, url: str) -> Site:
+    """The config's site with the URLs that name the listener's configured address moved to ``url``,
+    where it serves (``--port 0``): the site the operator loop calls back.
+    """
+    own = pick_address(config.site, config.listen.host, config.listen.port, None, None)
+    return config.site.rebased(url, only=own)
 
 
 def endpoints_of(listener: Listener, url: str) -> dict[str, str]:
@@ -123,7 +130,8 @@ class Tally:
     rejected: int = 0
     callbacks: int = 0
     failed_callbacks: int = 0
-    unknown: list[str] = field(default_factory=list)
+    unknown: int = 0  # calls to no endpoint, health checks (GET / answered) aside
+    unknown_paths: list[str] = field(default_factory=list)  # the first few distinct ones, to name them
     dropped: int = 0  # lines stdout could not take (the journal file has them)
 
     def __call__(self, line: Line) -> None:
@@ -132,7 +140,11 @@ class Tally:
             self.failed_callbacks += not line.ok
         elif isinstance(line, Call):
             if not line.counted:
-                self.unknown.append(line.path)
+                if line.path == "/" and line.method in ("GET", "HEAD") and not line.rejected:
+                    return  # a health check: no sign of a misconfigured client
+                self.unknown += 1
+                if len(self.unknown_paths) < 4 and line.path not in self.unknown_paths:
+                    self.unknown_paths.append(line.path)
             elif self.count is None or self.counted < self.count:
                 self.counted += 1
                 self.rejected += line.rejected
@@ -159,16 +171,6 @@ class Outcome:
     @property
     def rejected(self) -> int:
         return self.tally.rejected
-
-
-class _Signalled(BaseException):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.exit_code = 128 + signum
-
-
-def _raise_signalled(signum: int, frame: Any) -> None:
-    raise _Signalled(signum)
 
 
 def serve(
@@ -248,16 +250,14 @@ def serve(
     book.subscribe(tally)
     raise_fd_limit()
     undo_logs = _quiet_logs()
-    previous = {sig: signal.signal(sig, _raise_signalled) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, raise_signalled) for sig in (signal.SIGINT, signal.SIGTERM)}
     sock = None
     try:
         sock = bind(*address)
         url = base_url(sock)
         ready = Ready(url, endpoints_of(app, url), inspector=url + INSPECTOR)
         if operator or config.listen.operator is not None:
-            # the site's URLs that name the listener itself are where it serves (--port 0)
-            own = pick_address(config.site, config.listen.host, config.listen.port, None, None)
-            panel = Operator(app, config.listen.operator, config.site.rebased(url, only=own)).attach()
+            panel = Operator(app, config.listen.operator, served_site(config, url)).attach()
         book.announce(ready)
         if announce:
             announce(ready)
@@ -274,7 +274,7 @@ def serve(
         run_loop(main(), server.config.get_loop_factory())
         why = reasons[0] if reasons else "stopped"
         code = 124 if why == "timeout" and count is not None else 1 if tally.failed else 0
-    except _Signalled as exc:
+    except Signalled as exc:
         code, why = exc.exit_code, "interrupted"
     except KeyboardInterrupt:
         code, why = 130, "interrupted"

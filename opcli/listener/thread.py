@@ -12,7 +12,7 @@ from opcli.listener.call import Call, Callback
 from opcli.listener.inspector import PREFIX as INSPECTOR
 from opcli.listener.journal import Entry
 from opcli.listener.operator import Operator
-from opcli.listener.runner import endpoints_of, pick_address
+from opcli.listener.runner import endpoints_of, served_site
 from opcli.listener.server import ServerThread
 
 
@@ -79,9 +79,7 @@ class ListenerThread:
 
         settings = operator_settings(fetch=list(fetch), reply=reply, delay=delay, timeout=timeout)
         if site is None:
-            config = self.config
-            own = pick_address(config.site, config.listen.host, config.listen.port, None, None)
-            site = config.site.rebased(self.url, only=own)
+            site = served_site(self.config, self.url)
         self.operator_off()
         self._operator = Operator(self.app, settings, site).attach()
 
