@@ -89,6 +89,8 @@ class Body:
     def token_spans(self, name: str, value: str, raw: bytes) -> list[tuple[int, int]]:
         """What of a field's value as it came (``raw``) must not be written: all of it for ``token``, else
         each place the listener's token shows in it (as is or URL-encoded; all of it when encoded otherwise).
+
+        With ``name`` empty, ``raw`` is a field's name or a part's headers: only the places count.
         """
         if not value or (name != "token" and not (self.secret and self.secret in value)):
             return []
@@ -287,6 +289,10 @@ class _Multipart:
             raise Rejected(413, f"more than {MAX_PARTS} parts in the body")
         name, filename = _part_header(block)
         self.state, self.search_at = "data", data_at
+        if self.raw is not None and block:  # a name or filename quoting the token: cut it out (held till now)
+            block_at = data_at - 4 - len(block)
+            for a, b in self.body.token_spans("", block.decode("utf-8", "replace"), block):
+                self.raw.cut(block_at + a, block_at + b)
         if filename is not None:
             self.upload = self.body.new_upload(name, filename)
             if self.raw is not None:
@@ -390,6 +396,8 @@ async def _read_urlencoded(stream: AsyncIterator[bytes], limit: int, field_limit
             value_text = _decode(decoded, f"field '{name_text}'")
             body.fields.append((name_text, value_text))
             if raw is not None:
+                for a, b in body.token_spans("", name_text, name):  # a name quoting the token
+                    raw.cut(at + a, at + b)
                 start = at + len(name) + len(equals)
                 for a, b in body.token_spans(name_text, value_text, value):
                     raw.cut(start + a, start + b)
