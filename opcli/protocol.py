@@ -131,7 +131,7 @@ def hide_secrets(text: str, secrets: Iterable[str | None]) -> str:
         if not secret:
             continue
         mask = mask_token(secret)
-        for form in _forms(secret):
+        for form in secret_forms(secret):
             if form not in text:
                 continue
             if len(secret) >= 8:
@@ -149,22 +149,27 @@ def hide_secrets_in(value: Any, secrets: Iterable[str | None]) -> Any:
         return {hide_secrets(k, secrets): hide_secrets_in(v, secrets) for k, v in value.items()}
     if isinstance(value, list):
         return [hide_secrets_in(v, secrets) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and str(value) in secrets:
+        return mask_token(str(value))  # a numeric token sent as a JSON number
     return value
 
 
 def secret_needles(secrets: Iterable[str | None]) -> tuple[bytes, ...]:
     """The bytes each secret's forms take in UTF-8 text or JSON: where none occurs, nothing needs hiding."""
-    return tuple({form.encode() for secret in secrets if secret for form in _forms(secret)})
+    return tuple({form.encode() for secret in secrets if secret for form in secret_forms(secret)})
 
 
 @functools.lru_cache(maxsize=64)
-def _forms(secret: str) -> tuple[str, ...]:
-    """The ways a secret appears in text (as is, URL-encoded, JSON-escaped), longest first.
+def secret_forms(secret: str) -> tuple[str, ...]:
+    """The ways a secret appears in text, longest first: as is, URL-encoded (``/`` kept or not,
+    spaces as ``+`` or ``%20``), JSON-escaped (``/`` as is or as PHP writes it, ``\\/``).
 
     Cached: the listener's human view redacts every line it shows.
     """
     in_json = json.dumps(secret, ensure_ascii=False)[1:-1]
-    return tuple(sorted({secret, quote(secret, safe=""), quote_plus(secret, safe=""), in_json}, key=len, reverse=True))
+    forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret, safe=""), in_json}
+    forms.add(in_json.replace("/", "\\/"))
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 def is_url(value: Any) -> bool:

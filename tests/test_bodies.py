@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 from opcli.config import load_config
 from opcli.listener import create_app
 from opcli.multipart import SavedBody, token_bytes
+from opcli.protocol import mask_token
 from tests.conftest import lines_of, write_config
 
 BOUNDARY = "b0undAry"
@@ -55,14 +56,11 @@ def listener(tmp_path: Path, token: str):
     return TestClient(app), lines_of(app), saved
 
 
-def cut_out(data: bytes, token: bytes) -> tuple[bytes, list[int]]:
-    """What the listener must save: ``data`` without each occurrence of ``token``, and where they were."""
-    out, token_at = bytearray(), []
-    for k, piece in enumerate(data.split(token)):
-        if k:
-            token_at.append(len(out))
-        out += piece
-    return bytes(out), token_at
+def cut_out(data: bytes, token: bytes, instead: bytes = b"") -> tuple[bytes, list[int]]:
+    """What the listener must save: ``data`` with its first ``token`` cut out (the token field's
+    value, where it was in ``token_at``) and every later one replaced by ``instead`` (its mask)."""
+    first, _, rest = data.partition(token)
+    return first + rest.replace(token, instead), [len(first)]
 
 
 TOKENS = ["secret-token-123456", "\r\n--b0undAry-looks-like-a-boundary\r\n"]
@@ -79,8 +77,8 @@ def test_multipart_is_saved_as_received_without_the_token(tmp_path, token, size)
     assert entry["fields"]["Token"] == "***" and len(entry["attaches"]) == 1
     body = entry["body"]
     data = Path(body["saved_as"]).read_bytes()
-    expected, token_at = cut_out(original, token.encode())
-    assert len(token_at) == 2  # the token field and the near-miss one
+    mask = mask_token(token).encode()  # the near-miss field holding the token: masked for good
+    expected, token_at = cut_out(original, token.encode(), mask)
     assert data == expected
     assert body == {
         "saved_as": body["saved_as"],
@@ -89,9 +87,9 @@ def test_multipart_is_saved_as_received_without_the_token(tmp_path, token, size)
         "content_type": MP,
         "token_at": token_at,
     }
-    # put back, the token gives the original bytes
+    # put back, the token gives the original bytes (but the masked near-miss)
     again = SavedBody(Path(body["saved_as"]), body["size"], body["token_at"], token.encode(), MP)
-    assert b"".join(again) == original and again.length == len(original)
+    assert b"".join(again) == original[: token_at[0]] + token.encode() + expected[token_at[0] :]
     for path in saved.iterdir():
         assert token.encode() not in path.read_bytes()
 
@@ -155,23 +153,41 @@ def test_without_save_dir_or_forward_no_body_is_kept(tmp_path):
 
 
 @pytest.mark.parametrize("content_type", [MP, FORM])
-def test_the_token_inside_a_message_is_cut_out_and_put_back(tmp_path, content_type):
+def test_the_token_quoted_anywhere_else_is_masked_in_the_saved_body(tmp_path, content_type):
     token = "secret-token-123456"
     client, journal, saved = listener(tmp_path, token)
     message = f"mine is {token}, twice: {token}"
     if content_type == MP:
         original = b"".join([part("token", token.encode()), part("user_id", b"42"), part("message", message.encode())])
         original += part(f"x{token}", b"1") + part("attach", b"data", f"{token}.txt") + f"--{BOUNDARY}--\r\n".encode()
+        mask = "…3456".encode()
     else:
-        original = f"token={token}&user_id=42&message={message.replace(' ', '+')}&x{token}=1".encode()
+        odd = token.replace("s", "%73", 1)  # encoded as no client would: the whole value goes
+        original = (
+            f"token={token}&user_id=42&message={message.replace(' ', '+')}&x{token}=1&note={token}+{odd}".encode()
+        )
+        mask = b"%E2%80%A63456"
     r = client.post("/hooks/user-info", content=original, headers={"content-type": content_type})
     assert r.status_code == 200, r.text
     entry = journal[-1]
     assert entry["fields"]["message"] == "mine is …3456, twice: …3456"
     data = Path(entry["body"]["saved_as"]).read_bytes()
-    expected, token_at = cut_out(original, token.encode())
+    expected, token_at = cut_out(original, token.encode(), mask)
+    if content_type == FORM:
+        expected = expected.rsplit(b"&note=", 1)[0] + b"&note=" + mask
     assert data == expected and entry["body"]["token_at"] == token_at
-    assert len(token_at) == (5 if content_type == MP else 4)
     put_back = token_bytes(token, content_type)
     again = SavedBody(Path(entry["body"]["saved_as"]), entry["body"]["size"], token_at, put_back, content_type)
-    assert b"".join(again) == original
+    assert b"".join(again) == expected[: token_at[0]] + put_back + expected[token_at[0] :]
+    for path in saved.iterdir():
+        assert token.encode() not in path.read_bytes()
+
+
+def test_an_upload_whose_suffix_is_the_token_is_saved_as_bin(tmp_path):
+    client, journal, saved = listener(tmp_path, "abcd1234xy")
+    files = {"attach": ("photo.ABCD1234XY", b"data"), "other": ("a.jpg", b"jpg")}
+    r = client.post("/hooks/user-info", data={"token": "abcd1234xy", "user_id": "42"}, files=files)
+    assert r.status_code == 200
+    suffixes = sorted(Path(f["saved_as"]).suffix for f in journal[-1]["files"])
+    assert suffixes == [".bin", ".jpg"]
+    assert not any("abcd1234xy" in p.name.lower() for p in saved.iterdir())

@@ -169,3 +169,12 @@ def test_a_token_as_the_url_password_dry_run_curl_uses_the_variable(cli, isolate
     )
     verbose = cli("send", "--user", 42, "--bot", 7, "-m", "hi", "-v")
     assert "> authorization: Basic ***" in verbose.stderr and secret not in verbose.stderr
+
+
+def test_hiding_in_json_values_covers_numbers_and_php_escaped_slashes():
+    from opcli.protocol import hide_secrets_in
+
+    token = "AbC+dEf/GhI=xyz-1"
+    value = {"n": 123456789012, "s": "AbC+dEf\\/GhI=xyz-1", "q": "AbC%2BdEf/GhI%3Dxyz-1", "ok": 5, token: [True]}
+    hidden = hide_secrets_in(value, (token, "123456789012"))
+    assert hidden == {"n": "***", "s": "…yz-1", "q": "…yz-1", "ok": 5, "…yz-1": [True]}

@@ -50,7 +50,6 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 Answer = tuple[int, Any]
 _TOKEN_LIKE = re.compile(r"[\s\[\]]")
 _REPLAY_HEADER = REPLAY_HEADER.lower().encode()
-#: The header ``opcli replay`` sends with each request: the seq of the call it replays.
 
 
 @functools.lru_cache(maxsize=1024)  # the same few names come with every call
@@ -226,7 +225,7 @@ class Listener:
             raise Rejected(503, "the listener is stopping and takes no more calls")
         content_type = header(scope, b"content-type")
         call.content_type = media_type(content_type)
-        body = Body(self.save_dir, keep_raw=self.forward is not None, secret=self.site.token)
+        body = Body(self.save_dir, keep_raw=self.forward is not None, secrets=self.journal.secrets)
         try:
             await read_form(scope, receive, self.settings.max_body_bytes, self.settings.max_field_bytes, body)
             bad_attaches = self.fill(call, kind, body)

@@ -54,7 +54,7 @@ class RawBody:
         self._pending = bytearray()  # received but not written yet: the stream from offset _written_to
         self._written_to = 0
         self._hold: int | None = None
-        self._cuts: list[tuple[int, int]] = []
+        self._cuts: list[tuple[int, int, bytes | None]] = []
 
     def hold(self, at: int) -> None:
         """Write nothing from stream offset ``at`` on until ``release`` (a part whose name is not known yet)."""
@@ -64,9 +64,13 @@ class RawBody:
     def release(self) -> None:
         self._hold = None
 
-    def cut(self, start: int, end: int) -> None:
-        """Leave out the stream's bytes ``start:end`` (a token's value); they must be held until now."""
-        self._cuts.append((start, end))
+    def cut(self, start: int, end: int, instead: bytes | None = None) -> None:
+        """Leave out the stream's bytes ``start:end``; they must be held until now.
+
+        Without ``instead`` that is a token's value, put back there when the body is sent again
+        (``token_at``); with it, a secret quoted elsewhere, masked for good by ``instead``.
+        """
+        self._cuts.append((start, end, instead))
 
     def write(self, chunk: bytes) -> None:
         """The next bytes of the stream: write what is neither held nor cut."""
@@ -80,12 +84,15 @@ class RawBody:
             return
         position = base
         later = []
-        for start, end in sorted(self._cuts):
+        for start, end, instead in sorted(self._cuts, key=lambda cut: cut[:2]):
             if end > upto:
-                later.append((start, end))
+                later.append((start, end, instead))
                 continue
             self._emit(self._pending[position - base : start - base])
-            self.token_at.append(self.size)
+            if instead is None:
+                self.token_at.append(self.size)
+            else:
+                self._emit(instead)
             position = end
         self._cuts = later
         self._emit(self._pending[position - base : upto - base])

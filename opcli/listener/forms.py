@@ -17,11 +17,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote, quote_plus, unquote_to_bytes
+from urllib.parse import quote_plus, unquote_to_bytes
 
 from python_multipart.multipart import parse_options_header
 
 from opcli.listener.bodies import RawBody, saved_path
+from opcli.protocol import mask_token, secret_forms
 
 MAX_PARTS = 1000
 MAX_BOUNDARY = 256  # RFC 2046 allows 70
@@ -69,13 +70,13 @@ class Body:
     """The parsed body of one call: fields in order, the uploads streamed so far, and the raw body.
 
     The raw body is kept (``raw``) with ``save_dir``, or when ``keep_raw`` asks for it (to forward
-    it); ``secret`` is the listener's token, cut out of the raw body wherever a field's value carries it.
+    it); ``secrets`` (the journal's) never reach it (``hide``).
     """
 
-    def __init__(self, save_dir: Path | None, *, keep_raw: bool = False, secret: str = "") -> None:
+    def __init__(self, save_dir: Path | None, *, keep_raw: bool = False, secrets: tuple[str, ...] = ()) -> None:
         self.save_dir = save_dir
         self.keep_raw = keep_raw or save_dir is not None
-        self.secret = secret
+        self.secrets = secrets
         self.fields: list[tuple[str, str]] = []
         self.uploads: list[Upload] = []
         self.raw: RawBody | None = None
@@ -86,24 +87,36 @@ class Body:
             self.raw = RawBody(self.save_dir)
         return self.raw
 
-    def token_spans(self, name: str, value: str, raw: bytes) -> list[tuple[int, int]]:
-        """What of a field's value as it came (``raw``) must not be written: all of it for ``token``, else
-        each place the listener's token shows in it (as is or URL-encoded; all of it when encoded otherwise).
+    def hide(self, text: str, raw: bytes | bytearray, at: int, urlencoded: bool = False, name: str = "") -> None:
+        """Keep a field's ``raw`` bytes (stream offset ``at``; ``text`` decoded) out of the raw body where due.
 
-        With ``name`` empty, ``raw`` is a field's name or a part's headers: only the places count.
+        The ``token`` field's value is cut out (``token_at``: a replay or ``--forward`` puts a token
+        back there). A secret quoted anywhere else -- a message, a field's name, a part's headers --
+        is replaced by its mask, as the journal shows it: where it came encoded some other way than
+        as is or URL-encoded, the whole of ``raw`` is.
         """
-        if not value or (name != "token" and not (self.secret and self.secret in value)):
-            return []
+        raw_body = self.raw
+        if raw_body is None or not text:
+            return
         if name == "token":
-            return [(0, len(raw))]
-        spans: list[tuple[int, int]] = []
-        for form in sorted(_secret_forms(self.secret), key=len, reverse=True):
-            at = raw.find(form)
-            while at >= 0:
-                if not any(a < at + len(form) and at < b for a, b in spans):  # a longer form holds it
-                    spans.append((at, at + len(form)))
-                at = raw.find(form, at + 1)
-        return sorted(spans) or [(0, len(raw))]
+            raw_body.cut(at, at + len(raw))
+            return
+        for secret in self.secrets:
+            if secret not in text or (len(secret) < 8 and text != secret):  # a short one only as a whole value
+                continue
+            mask = mask_token(secret)
+            instead = (quote_plus(mask) if urlencoded else mask).encode()
+            spans: list[tuple[int, int]] = []
+            for form in secret_forms(secret):
+                needle, start = form.encode(), 0
+                while (found := raw.find(needle, start)) >= 0:
+                    start = found + len(needle)
+                    if not any(a < start and found < b for a, b in spans):  # a longer form holds it
+                        spans.append((found, start))
+            if len(spans) < text.count(secret):  # some came encoded otherwise: all of it goes
+                spans = [(0, len(raw))]
+            for a, b in spans:
+                raw_body.cut(at + a, at + b, instead)
 
     def close_raw(self, content_type: str) -> dict[str, Any] | None:
         """Done with the raw body: the journal's ``body`` when it was saved whole, else None (nothing kept)."""
@@ -126,8 +139,9 @@ class Body:
     def new_upload(self, name: str, filename: str) -> Upload:
         handle = path = None
         if self.save_dir is not None:
-            suffix = Path(filename.replace("\\", "/")).suffix
-            path = saved_path(self.save_dir, suffix.lower() if _SAFE_SUFFIX.match(suffix) else ".bin")
+            suffix = Path(filename.replace("\\", "/")).suffix.lower()
+            safe = _SAFE_SUFFIX.match(suffix) and not any(s.lower() in suffix for s in self.secrets)
+            path = saved_path(self.save_dir, suffix if safe else ".bin")
             handle = open(path, "xb")  # noqa: SIM115 - closed at the part's end or by discard_files
         upload = Upload(name, filename, handle, path)
         self.uploads.append(upload)
@@ -289,10 +303,8 @@ class _Multipart:
             raise Rejected(413, f"more than {MAX_PARTS} parts in the body")
         name, filename = _part_header(block)
         self.state, self.search_at = "data", data_at
-        if self.raw is not None and block:  # a name or filename quoting the token: cut it out (held till now)
-            block_at = data_at - 4 - len(block)
-            for a, b in self.body.token_spans("", block.decode("utf-8", "replace"), block):
-                self.raw.cut(block_at + a, block_at + b)
+        if block:  # a name or filename quoting a secret (held until now)
+            self.body.hide(block.decode("utf-8", "replace"), block, data_at - 4 - len(block))
         if filename is not None:
             self.upload = self.body.new_upload(name, filename)
             if self.raw is not None:
@@ -321,8 +333,7 @@ class _Multipart:
         value = _decode(buffer[start:end], f"field '{self.name}'")
         self.body.fields.append((self.name, value))
         if self.raw is not None:
-            for a, b in self.body.token_spans(self.name, value, bytes(buffer[start:end])):
-                self.raw.cut(self.value_at + a, self.value_at + b)
+            self.body.hide(value, buffer[start:end], self.value_at, name=self.name)
             self.raw.release()
 
 
@@ -395,12 +406,8 @@ async def _read_urlencoded(stream: AsyncIterator[bytes], limit: int, field_limit
                 raise _field_too_large(name_text, field_limit)
             value_text = _decode(decoded, f"field '{name_text}'")
             body.fields.append((name_text, value_text))
-            if raw is not None:
-                for a, b in body.token_spans("", name_text, name):  # a name quoting the token
-                    raw.cut(at + a, at + b)
-                start = at + len(name) + len(equals)
-                for a, b in body.token_spans(name_text, value_text, value):
-                    raw.cut(start + a, start + b)
+            body.hide(name_text, name, at, urlencoded=True)
+            body.hide(value_text, value, at + len(name) + len(equals), urlencoded=True, name=name_text)
         at += len(pair) + 1
     if raw is not None:
         raw.write(bytes(data))
@@ -412,12 +419,6 @@ def _unquoted(raw: bytes) -> bytes:
     if b"%" in raw or b"+" in raw:
         return unquote_to_bytes(raw.replace(b"+", b" "))
     return raw
-
-
-@functools.lru_cache(maxsize=8)
-def _secret_forms(secret: str) -> set[bytes]:
-    """A token's bytes as a body may carry them: as is, and URL-encoded both ways."""
-    return {form.encode() for form in (secret, quote(secret, safe=""), quote_plus(secret, safe=""))}
 
 
 def _field_too_large(name: str, field_limit: int) -> Rejected:

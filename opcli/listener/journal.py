@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import threading
 from collections import deque
@@ -113,9 +114,21 @@ class Journal:
 
         On timeout returns ``(what matched, False)``. Blocks the calling thread: not for the loop.
         """
+        found: list[Entry] = []
+        seen = after  # each wake-up looks only at what came since the last one
+
+        def enough() -> bool:
+            nonlocal seen
+            new = list(itertools.takewhile(lambda e: e.seq > seen, reversed(self._entries)))
+            if new:
+                seen = new[0].seq
+                found.extend(
+                    e for e in reversed(new) if (kind is None or e.kind == kind) and (event is None or e.event == event)
+                )
+            return len(found) >= count
+
         with self._changed:
-            self._changed.wait_for(lambda: len(self.entries(kind, after, event)) >= count, timeout)
-            found = self.entries(kind, after, event)
+            self._changed.wait_for(enough, timeout)
         return found[:count], len(found) >= count
 
 

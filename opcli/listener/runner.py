@@ -216,9 +216,9 @@ def serve(
         except OSError as exc:
             raise UsageError(f"cannot use --save-dir {save_dir}: {exc.strerror}") from None
     book = Journal(config.listen.keep)
-    journal_file = JournalFile(journal) if journal else None
     app = Listener(config, journal=book, save_dir=save_dir, strict=strict, faults=faults, seed=seed, forward=forward)
     server = make_server(app)
+    journal_file = JournalFile(journal) if journal else None  # last: closed in the finally below
     reasons: list[str] = []  # why it stopped: the first one counts
     failures: list[JournalError] = []
     panel: Operator | None = None  # the operator loop, when on
