@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -306,6 +306,24 @@ def test_a_slow_site_times_out_and_the_exit_code_is_1(listen_proc, site, isolate
     assert "error: cannot reach " + site.url + "/hooks/user-info: no answer within 0.3s (timeout)" in out
     assert "after #1: x --- send_message bot 7 -> user 42" in out  # the loop goes on after a failed call
     assert "Stopped (count): 1 calls, 0 rejected; 2 callbacks, 2 failed" in proc.stderr
+
+
+def test_the_loop_calls_a_site_on_loopback_not_itself(listen_proc, site, isolated):
+    # the panel's URL is elsewhere: the listener plays the panel at its own port and calls the
+    # site's webhooks where they are (only webhooks at the panel's address are the listener's own)
+    panel_url = "https://panel.example.com/start/api"
+    config = write_config(
+        isolated / "opcli.yaml", panel_url=panel_url, hooks=f"{site.url}/hooks", token=TOKEN,
+        listen="listen:\n  operator:\n    fetch: [user_info]\n",
+    )  # fmt: skip
+    proc = listen_proc("-c", str(config), "listen", "--port", "0", "--count", "1", "--json")
+    path = urlsplit(panel_url).path
+    fields = {"token": TOKEN, "action": "message_sent", "user_id": "42", "contact_id": "7", "message": "hi"}
+    assert httpx.post(f"{proc.url}{path}", data=fields).status_code == 200
+    assert proc.wait() == 0, proc.stderr
+    callbacks = [line for line in map(json.loads, proc.stdout) if line["event"] == "callback"]
+    assert [c["url"] for c in callbacks] == [f"{site.url}/hooks/user-info", f"{site.url}/hooks/send-message"]
+    assert len(site.received) == 2
 
 
 def send_proc(cwd: Path, *args: str) -> subprocess.CompletedProcess:

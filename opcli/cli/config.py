@@ -47,7 +47,8 @@ def _loaded(ctx: typer.Context, json_out: bool) -> tuple[Any, Any, dict[str, Any
     out = st.output(json_out)
     if config.path == str(BUILTIN):
         out.note(f"no config file found (searched: {', '.join(searched())}); using the built-in defaults")
-    host, port = pick_address(config.site, config.listen.host, config.listen.port, None, None)
+    operator = config.listen.operator is not None
+    host, port = pick_address(config.site, config.listen.host, config.listen.port, None, None, operator)
     about = {
         "file": config.path,
         "builtin": config.path == str(BUILTIN),

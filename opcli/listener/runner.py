@@ -35,11 +35,20 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def pick_address(
-    site: Site, listen_host: str | None, listen_port: int | None, host: str | None, port: int | None
+    site: Site,
+    listen_host: str | None,
+    listen_port: int | None,
+    host: str | None,
+    port: int | None,
+    operator: bool = False,
 ) -> tuple[str, int]:
-    """--host/--port, else listen.host/port, else the site's loopback http URLs, else 127.0.0.1:8765."""
+    """--host/--port, else listen.host/port, else the site's loopback http URLs, else 127.0.0.1:8765.
+
+    With ``operator`` (the listener plays the panel and calls the site back) only the panel's URL
+    counts: the webhooks are the site's, wherever they are.
+    """
     url_host, url_port = None, None
-    for url in [site.panel_url, *site.webhooks.values()]:
+    for url in [site.panel_url, *([] if operator else site.webhooks.values())]:
         parts = urlsplit(url or "")
         if parts.scheme == "http" and parts.hostname in _LOOPBACK:
             url_host, url_port = parts.hostname, parts.port or 80
@@ -53,7 +62,7 @@ def served_site(config: Config, url: str) -> Site:
     """The config's site with the URLs that name the listener's configured address moved to ``url``,
     where it serves (``--port 0``): the site the operator loop calls back.
     """
-    own = pick_address(config.site, config.listen.host, config.listen.port, None, None)
+    own = pick_address(config.site, config.listen.host, config.listen.port, None, None, operator=True)
     return config.site.rebased(url, only=own)
 
 
@@ -204,7 +213,8 @@ def serve(
     ``--save-dir``, or a journal that could not be written during the run; ConfigError for a
     ``forward`` site without a URL the listener serves.
     """
-    address = pick_address(config.site, config.listen.host, config.listen.port, host, port)
+    operator = operator or config.listen.operator is not None
+    address = pick_address(config.site, config.listen.host, config.listen.port, host, port, operator)
     routes_of(config.site)  # config errors before binding
     try:
         parse_rules(faults)
@@ -256,7 +266,7 @@ def serve(
         sock = bind(*address)
         url = base_url(sock)
         ready = Ready(url, endpoints_of(app, url), inspector=url + INSPECTOR)
-        if operator or config.listen.operator is not None:
+        if operator:
             panel = Operator(app, config.listen.operator, served_site(config, url)).attach()
         book.announce(ready)
         if announce:
