@@ -288,22 +288,31 @@ def status_and_json(response: bytes) -> tuple[int, dict]:
 
 
 @pytest.mark.parametrize(
-    "request_bytes, message",
+    "request_bytes, message, method, kind",
     [
-        (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", "no endpoint at *"),
+        (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", "no endpoint at *", "OPTIONS", "unknown"),
         (
-            b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST /hooks/user-info?x=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
             "malformed",
+            "POST",
+            "user_info",  # a broken call to an endpoint is that endpoint's (--count counts it)
         ),
-        (b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n", "malformed"),
-        (b"BREW /pot HTCPCP/1.0\r\n\r\n", "malformed"),
+        (
+            b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            "malformed",
+            "POST",
+            "user_info",
+        ),
+        (b"BREW /pot HTCPCP/1.0\r\n\r\n", "malformed", "?", "unknown"),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40), "a TLS handshake", "-", "unknown"),
     ],
 )
-def test_malformed_http_gets_a_json_400_and_a_journal_line(raw, request_bytes, message):
+def test_malformed_http_gets_a_json_400_and_a_journal_line(raw, request_bytes, message, method, kind):
     exchange, journal, _ = raw
     status, reply = status_and_json(exchange(request_bytes))
     assert status in (400, 404) and reply["status"] == 0 and message in reply["message"]
-    assert journal[-1]["status"] == status and journal[-1]["kind"] == "unknown" and journal[-1]["reply"] == reply
+    assert journal[-1]["status"] == status and journal[-1]["reply"] == reply
+    assert (journal[-1]["method"], journal[-1]["kind"]) == (method, kind)
 
 
 def test_a_bad_chunk_in_the_body_gets_the_same_400_in_the_journal_and_on_the_wire(raw):
@@ -322,7 +331,7 @@ def test_headers_over_64_kib_are_431(raw):
     exchange, journal, _ = raw
     status, reply = status_and_json(exchange(b"POST /hooks/user-info HTTP/1.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"))
     assert status == 431 and "larger than 65536" in reply["message"]
-    assert journal[-1]["status"] == 431
+    assert journal[-1]["status"] == 431 and journal[-1]["kind"] == "user_info"
 
 
 def test_curl_http2_upgrade_offer_is_served_as_http_1_1(raw):

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from tests.conftest import curl
 from tests.test_listen_cli import message_form
@@ -115,3 +116,41 @@ def test_stdout_to_dev_null_is_not_rendered_but_a_file_or_pipe_is(tmp_path):
     with os.fdopen(read) as r, os.fdopen(write, "w") as w:
         assert not _discarded(w) and not _discarded(r)
     assert not _discarded(io.StringIO())
+
+
+def test_a_burst_past_count_gets_answers_not_dropped_connections(listen_proc, tmp_path):
+    import socket
+    from urllib.parse import urlencode, urlsplit
+
+    journal = tmp_path / "j.jsonl"
+    proc = listen_proc("listen", "--port", "0", "--count", "3", "--timeout", "20", "--journal", str(journal))
+    address = urlsplit(proc.url)
+    fields = {"token": "dev-token", "action": "message_sent", "user_id": "42", "contact_id": "7", "message": "hi"}
+    body = urlencode(fields).encode()
+    request = (
+        b"POST /operator-api HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    # 30 clients connected at once; three calls reach --count, and the other 27 come right after,
+    # while it stops: each must get an answer (503), not a connection closed on it
+    clients = [socket.create_connection((address.hostname, address.port), timeout=10) for _ in range(30)]
+    time.sleep(0.3)
+
+    def answer(sock: socket.socket) -> int | bytes:
+        head = sock.recv(65536)
+        return int(head.split()[1]) if head.startswith(b"HTTP/1.1 ") else head
+
+    statuses = []
+    for sock in clients[:3]:
+        sock.sendall(request)
+        statuses.append(answer(sock))
+    time.sleep(0.12)  # past uvicorn's 0.1 s tick: without a grace it would be closing them now
+    for sock in clients[3:]:
+        sock.sendall(request)
+    statuses += [answer(sock) for sock in clients[3:]]
+    for sock in clients:
+        sock.close()
+    assert proc.wait() == 0
+    assert statuses == [200] * 3 + [503] * 27, statuses
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert sorted(line["status"] for line in lines if line["event"] == "call") == sorted(statuses)

@@ -202,7 +202,8 @@ class Listener:
 
         Called by the protocol (``opcli.listener.http``), which sends the returned body itself.
         """
-        call = Call(kind="unknown", method=method, path=path, status=status, reply=reply)
+        kind = self.routes.get(path) if method == "POST" else None  # a broken call to an endpoint counts
+        call = Call(kind=kind or "unknown", method=method, path=path, status=status, reply=reply)
         try:
             self.journal.record(call)
         except JournalError as exc:

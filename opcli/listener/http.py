@@ -115,6 +115,9 @@ class Rules:
     header_bytes: int = MAX_HEADER_BYTES
 
 
+_TLS = "a TLS handshake: the listener speaks plain HTTP (use an http:// URL, or a TLS proxy in front of it)"
+
+
 class _TooLarge(Exception):
     pass
 
@@ -206,6 +209,10 @@ class Guarded:
         if self.connection.failure is not None:
             return  # the request is being refused; what else comes is not read
         if self.phase == "idle":
+            if data[:2] == b"\x16\x03":  # a TLS ClientHello: no HTTP request starts so
+                self.phase = "headers"
+                self.refuse(400, _TLS, "-", "-")
+                return
             self.phase = "headers"
             self.arm(self.rules.headers)  # for the whole header block, however it trickles in
         elif self.phase == "body":
@@ -287,7 +294,7 @@ class Guarded:
         elif self.phase == "body":
             self.refuse(408, f"the request's body stalled: nothing came for {self.rules.body:g} s")
 
-    def refuse(self, status: int, message: str) -> None:
+    def refuse(self, status: int, message: str, method: str | None = None, path: str | None = None) -> None:
         """Give up on the request under way: the app answers it when it is reading the body, else we do."""
         cycle = self.cycle  # type: ignore[attr-defined]
         self.arm(None)
@@ -297,8 +304,8 @@ class Guarded:
             cycle.message_event.set()  # the app's receive() returns, sees the failure and answers it
             return
         scope = self.scope if self.phase == "headers" and self.scope else {}  # type: ignore[attr-defined]
-        method = scope.get("method") or self.parser_method()
-        path = scope.get("path") or getattr(self, "url", b"").decode("latin-1", "replace") or "?"
+        method = method or scope.get("method") or self.parser_method()
+        path = path or scope.get("path") or getattr(self, "url", b"").decode("latin-1", "replace").split("?")[0] or "?"
         reply = {"status": 0, "message": message}
         body = self.on_bad_request(method, path, status, reply) if self.on_bad_request else None
         if body is None:
@@ -314,6 +321,9 @@ class Guarded:
             self.transport.close()
 
     def parser_method(self) -> str:
+        """The request's method once its request line was read, else ``?`` (the parser's is stale then)."""
+        if not getattr(self, "url", b""):
+            return "?"
         try:
             return self.parser.get_method().decode("ascii")  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - the request line itself was what broke

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -32,6 +33,9 @@ from opcli.listener.server import base_url, bind, make_server, run_loop
 
 DEFAULT_PORT = 8765
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+STOP_GRACE_SECONDS = 0.3  # after --count, how long calls still coming in are answered 503
 
 
 def pick_address(
@@ -241,10 +245,13 @@ def serve(
             panel.cancel()
 
     def counted_out(why: str) -> None:  # --count reached: stop once the callbacks it waits for ended
+        # calls already under way (a burst of clients) still get their 503 before the server closes
+        later = functools.partial(asyncio.get_running_loop().call_later, STOP_GRACE_SECONDS, stop, why)
         if panel is None:
-            stop(why)
+            app.accepting = False
+            later()
         else:
-            panel.finish(lambda: stop(why))
+            panel.finish(later)
 
     def journal_failed(error: JournalError) -> None:
         failures.append(error)
