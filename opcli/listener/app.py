@@ -243,6 +243,7 @@ class Listener:
             body.discard_files()
             raise
         finally:
+            call.warnings += body.withhold_secrets()
             call.files = self.shown_files(body)
             call.body = body.close_raw(content_type)  # kept for rejected calls too: replay reproduces them
 

@@ -55,6 +55,22 @@ class Upload:
     path: Path | None
     digest: Any = field(default_factory=hashlib.sha256)
     size: int = 0
+    # what to look for in a file being saved, and whether it was found (the copy is then not kept)
+    secrets: tuple[bytes, ...] = ()
+    holds_secret: bool = False
+    _tail: bytes = b""
+
+    def write(self, data: bytes | bytearray) -> None:
+        """The file's next bytes: hashed, and saved when it is being saved."""
+        self.digest.update(data)
+        self.size += len(data)
+        if self.handle is None:
+            return
+        self.handle.write(data)
+        if self.secrets and not self.holds_secret:  # a token across two chunks is found too
+            window = self._tail + data
+            self.holds_secret = any(secret in window for secret in self.secrets)
+            self._tail = bytes(window[-max(map(len, self.secrets)) :])
 
     def entry(self) -> dict[str, Any]:
         return {
@@ -143,9 +159,23 @@ class Body:
             safe = _SAFE_SUFFIX.match(suffix) and not any(s.lower() in suffix for s in self.secrets)
             path = saved_path(self.save_dir, suffix if safe else ".bin")
             handle = open(path, "xb")  # noqa: SIM115 - closed at the part's end or by discard_files
-        upload = Upload(name, filename, handle, path)
+        upload = Upload(name, filename, handle, path, secrets=tuple(s.encode() for s in self.secrets))
         self.uploads.append(upload)
         return upload
+
+    def withhold_secrets(self) -> list[str]:
+        """Remove the saved copies of files that hold a token -- and the raw body, which holds them too.
+
+        Returns a warning for each such file (the journal still has its name, size and sha256).
+        """
+        held = [upload for upload in self.uploads if upload.holds_secret]
+        for upload in held:
+            if upload.path is not None:
+                upload.path.unlink(missing_ok=True)
+                upload.path = None
+        if held and self.raw is not None:
+            self.raw.complete = False  # close_raw removes it
+        return [f"file '{upload.filename}' holds the token: not saved" for upload in held]
 
 
 async def chunks(receive: Any, connection: Any = None) -> AsyncIterator[bytes]:
@@ -313,12 +343,8 @@ class _Multipart:
             self.name, self.value_at = name, data_at
 
     def _to_upload(self, data: bytes | bytearray) -> None:
-        upload = self.upload
-        assert upload is not None
-        upload.digest.update(data)
-        upload.size += len(data)
-        if upload.handle is not None:
-            upload.handle.write(data)
+        assert self.upload is not None
+        self.upload.write(data)
 
     def _end_part(self, buffer: bytearray, start: int, end: int) -> None:
         if self.upload is not None:
