@@ -170,7 +170,7 @@ def test_a_fault_comes_before_the_token_check(listener):
     reply = httpx.post(listener.endpoints["user_info"], data={"token": "wrong", "user_id": "42"})
     assert reply.json() == {"status": 0, "message": "Invalid API token"}
     [call] = listener.calls
-    assert call.token_ok is None and call.fault == "user_info:status0"
+    assert call.token_ok is False and call.fault == "user_info:status0"
 
 
 def test_delay_dribble_and_hang_take_at_least_their_time(listener):

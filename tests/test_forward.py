@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -147,12 +148,13 @@ def test_an_unreachable_upstream_gets_502(tmp_path, serve):
     assert UP_TOKEN not in json.dumps(journal[-1]) and TOKEN not in json.dumps(journal[-1])
 
 
-def test_forwarding_to_itself_is_a_508_not_a_loop(tmp_path):
+@pytest.mark.parametrize("token", [TOKEN, "another-token-of-the-same-listener"])
+def test_forwarding_to_itself_is_a_508_not_a_loop(tmp_path, token):
     config = load_config(config_with_upstream(tmp_path / "c.yaml", "http://127.0.0.1:9"), listen=True)
     app = create_app(config, forward=forward_site(config, "up"))
     journal = lines_of(app)
-    with ServerThread(app) as server:
-        app.forward = Forwarder(config.site.rebased(server.url), app.routes.values())
+    with ServerThread(app) as server:  # a site at this very listener (with its token, or another one)
+        app.forward = Forwarder(dataclasses.replace(config.site.rebased(server.url), token=token), app.routes.values())
         r = httpx.post(f"{server.url}/hooks/user-info", data={"token": TOKEN, "user_id": "42"})
     assert r.status_code == 508 and "loop" in r.json()["message"]
     assert [e["status"] for e in journal] == [508, 508]  # the call forwarded once, then refused

@@ -305,7 +305,7 @@ def test_a_slow_site_times_out_and_the_exit_code_is_1(listen_proc, site, isolate
     assert out.index("message_sent") < out.index("after #1: x --- user_info user 42")
     assert "error: cannot reach " + site.url + "/hooks/user-info: no answer within 0.3s (timeout)" in out
     assert "after #1: x --- send_message bot 7 -> user 42" in out  # the loop goes on after a failed call
-    assert "Stopped (count): 1 calls, 0 rejected; 2 callbacks, 2 failed" in proc.stderr
+    assert "Stopped (count): 1 call, 0 rejected; 2 callbacks, 2 failed" in proc.stderr
 
 
 def test_the_loop_calls_a_site_on_loopback_not_itself(listen_proc, site, isolated):
@@ -359,7 +359,7 @@ def test_zero_config_loop_through_real_processes(listen_proc, isolated):
     assert callbacks[0]["reply"]["name"] == "Olga"
     assert callbacks[2]["fields"] == {"user_id": "7", "contact_id": "42", "message": "Re: hi"}
     assert lines[6]["fields"] == {"user_id": "7", "contact_id": "42", "message": "Re: hi"}
-    assert "Stopped (count): 1 calls, 0 rejected; 3 callbacks, 0 failed" in proc.stderr
+    assert "Stopped (count): 1 call, 0 rejected; 3 callbacks, 0 failed" in proc.stderr
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "--timeout"])

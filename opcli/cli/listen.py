@@ -173,10 +173,10 @@ def listen(
         announce=announce,
     )
     tally = outcome.tally
-    made = f"; {tally.callbacks} callbacks, {tally.failed_callbacks} failed" if tally.callbacks else ""
-    dropped = f"; {tally.dropped} lines not shown (stdout was not read)" if tally.dropped else ""
+    made = f"; {_n(tally.callbacks, 'callback')}, {tally.failed_callbacks} failed" if tally.callbacks else ""
+    dropped = f"; {_n(tally.dropped, 'line')} not shown (stdout was not read)" if tally.dropped else ""
     out.note(
-        f"Stopped ({outcome.reason}): {outcome.counted} calls, {outcome.rejected} rejected"
+        f"Stopped ({outcome.reason}): {_n(outcome.counted, 'call')}, {outcome.rejected} rejected"
         f"{made}{_elsewhere(outcome)}{dropped}"
     )
     raise typer.Exit(outcome.exit_code)
@@ -191,7 +191,11 @@ def _elsewhere(outcome: Any) -> str:
 
     paths = [shown(path) for path in tally.unknown_paths]
     listed = ", ".join(paths[:3]) + (", ..." if len(paths) > 3 else "")
-    return f"; {tally.unknown} call{'s' * (tally.unknown != 1)} to an unknown path ({listed})"
+    return f"; {_n(tally.unknown, 'call')} to an unknown path ({listed})"
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
 
 
 def _discarded(stream: Any) -> bool:

@@ -230,9 +230,13 @@ class Listener:
         try:
             await read_form(scope, receive, self.settings.max_body_bytes, self.settings.max_field_bytes, body)
             bad_attaches = self.fill(call, kind, body)
+            refusal = self.check_token(call, body)  # token_ok is journaled for a faulted call too
             answer = await self.faults.apply(call, scope)  # a fault rule's answer (after its delay), or None
+            if answer is None and self.forward is not None:
+                answer = self.forward.looped(kind, scope)
             if answer is None:
-                self.check_token(call, body)
+                if refusal is not None:
+                    raise refusal
                 ids = self.check_fields(call, kind, bad_attaches)
                 if self.forward is not None:
                     answer = await self.forward(call, kind, ids, body.raw, scope)
@@ -320,15 +324,16 @@ class Listener:
                 entry["sha256"] = "***"
         return files
 
-    def check_token(self, call: Call, body: Body) -> None:
-        """The token as PHP reads it (the last ``token`` field), compared in constant time: else 401."""
+    def check_token(self, call: Call, body: Body) -> Rejected | None:
+        """The token as PHP reads it (the last ``token`` field), compared in constant time: the 401 if wrong."""
         token = next((v for k, v in reversed(body.fields) if k == "token"), None)
         call.token_ok = token is not None and hmac.compare_digest(token.encode("utf-8"), self.token)
         if not call.token_ok:
-            raise Rejected(401, "missing token" if token is None else "invalid token")
+            return Rejected(401, "missing token" if token is None else "invalid token")
         for upload in body.uploads:
             if upload.field != FILE_FIELD:
                 call.warnings.append(f"file part '{upload.field}' is not named '{FILE_FIELD}'")
+        return None
 
     def check_fields(self, call: Call, kind: str, bad_attaches: str | None) -> dict[str, int]:
         """422 for what the panel cannot use; warnings (``--strict``: 422) for what it would ignore."""

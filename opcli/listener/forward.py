@@ -53,10 +53,14 @@ class Forwarder:
         self.tls = tls(site)
         self.id = uuid.uuid4().hex
 
+    def looped(self, kind: str, scope: Any) -> Answer | None:
+        """508 for a call this listener forwarded, come back to it (whatever token it carries), else None."""
+        if header(scope, LOOP_HEADER.lower().encode()) == self.id:
+            return 508, {"status": 0, "message": f"forwarding loop: {self.site.url(kind)} leads back to this listener"}
+        return None
+
     async def __call__(self, call: Call, kind: str, ids: dict[str, int], raw: RawBody | None, scope: Any) -> Answer:
         url = self.site.url(kind)
-        if header(scope, LOOP_HEADER.lower().encode()) == self.id:
-            return 508, {"status": 0, "message": f"forwarding loop: {url} leads back to this listener"}
         call.forwarded_to = url
         assert raw is not None, "the listener keeps the raw body of every call it forwards"
         content_type = header(scope, b"content-type")
