@@ -37,7 +37,7 @@ from opcli.client import Outgoing, message_sent, tls, to_reply, webhook
 from opcli.config import Site, load_config
 from opcli.load_runner import LoadSettings
 from opcli.panel import operator_reply, verdict
-from opcli.protocol import KINDS, make_photos, mask_token
+from opcli.protocol import KINDS, kind_name, make_photos, mask_token
 
 __all__ = ["OperatorApiUser", "PanelUser", "SiteUser", "summarize"]
 
@@ -50,6 +50,14 @@ def _site(config_path: str | None, site_name: str | None) -> Site:
     if key not in _sites:
         _sites[key] = load_config(config_path, site_name).site
     return _sites[key]
+
+
+def _kind(written: str) -> str:
+    """A kind of ``mix``, ``user-info`` or ``user_info``; anything else as it is (refused with the others)."""
+    try:
+        return kind_name(written)
+    except ValueError:
+        return written
 
 
 class Failure(Exception):
@@ -86,15 +94,16 @@ class OperatorApiUser(FastHttpUser):
             site = self.site
             self.ssl_context_factory = lambda: tls(site)
         super().__init__(environment)
-        cannot = [kind for kind in self.mix if kind not in KINDS or not callable(getattr(self, kind, None))]
+        mix = {_kind(written): weight for written, weight in self.mix.items()}  # user-info is user_info
+        cannot = [kind for kind in mix if kind not in KINDS or not callable(getattr(self, kind, None))]
         if cannot:
             raise ValueError(
                 f"{type(self).__name__}.mix: {', '.join(cannot)}: not a call this user makes "
                 "(SiteUser: message_sent; PanelUser: user_info, user_media, send_message)"
             )
-        self._kinds, self._weights = list(self.mix), list(self.mix.values())
+        self._kinds, self._weights = list(mix), list(mix.values())
         self._users = self.user_ids or self._check_id("user")
-        with_bot = {"message_sent", "send_message"} & set(self.mix)
+        with_bot = {"message_sent", "send_message"} & set(mix)
         self._bots = self.bot_ids or (self._check_id("bot") if with_bot else range(0))
 
     def _check_id(self, who: str) -> range:

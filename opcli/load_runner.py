@@ -11,6 +11,7 @@ still writes the summary of what ran.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -52,11 +53,19 @@ def locust_installed() -> bool:
         return False
 
 
-def parse_weights(text: str, names: Sequence[str], option: str) -> dict[str, float]:
-    """``NAME=WEIGHT,...`` as ``{name: weight}`` with the weights above 0; raises UsageError otherwise."""
+def parse_weights(
+    text: str, names: Sequence[str], option: str, name_of: Callable[[str, Sequence[str]], str] | None = None
+) -> dict[str, float]:
+    """``NAME=WEIGHT,...`` as ``{name: weight}`` with the weights above 0; raises UsageError otherwise.
+
+    ``name_of(written, names)`` reads a name as written (``kind_name``: ``user-info`` is ``user_info``).
+    """
     weights: dict[str, float] = {}
     for item in text.split(","):
         name, sep, value = (part.strip() for part in item.partition("="))
+        if name_of is not None:
+            with contextlib.suppress(ValueError):  # refused just below, with the other mistakes
+                name = name_of(name, names)
         if not sep or name not in names:
             raise UsageError(f"{option} {text!r}: expected NAME=WEIGHT,... with NAME one of {', '.join(names)}")
         if name in weights:

@@ -67,6 +67,21 @@ REPLAY_HEADER = "X-Opcli-Replay"
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?!\$)[^/\s@]+@")
 
 
+def kind_name(text: Any, kinds: Iterable[str] = KINDS) -> str:
+    """A kind name as a user writes it, as the journal writes it: ``user-info`` and ``user_info`` are ``user_info``.
+
+    The one reading of a kind name for every option, argument and parameter that takes one
+    (``--kind``, ``--mix``, ``--fault``, ``wait_for``, the inspector's ``?kind=``, ``fetch``);
+    ``kinds`` are those the caller accepts (``KINDS`` by default; ``unknown``, ``*`` where they mean something).
+    Raises ValueError listing them: ``unknown kind 'user-infos' (expected one of message_sent, ...)``.
+    """
+    kinds = tuple(kinds)
+    kind = text.replace("-", "_") if isinstance(text, str) else text
+    if kind not in kinds:
+        raise ValueError(f"unknown kind {_shown(text)} (expected one of {', '.join(kinds)})")
+    return kind
+
+
 def mask_token(token: str | None) -> str:
     """Show a token the way every opcli output does: ``…wxyz`` (16+ chars), ``***``, or ``(empty)``."""
     if token is None or token == "":

@@ -19,6 +19,7 @@ import pytest
 if TYPE_CHECKING:
     from opcli.config import Site
     from opcli.listener import Call, Callback, ListenerThread
+    from opcli.listener.canned import IdMap
 
 SECTION = "opcli listener"
 _IN_USE = pytest.StashKey["OpcliListener"]()
@@ -30,7 +31,8 @@ class OpcliListener:
     ``url``, ``endpoints`` (``{kind: URL}``), ``token`` and ``site`` (an ``opcli.Site`` pointing
     here) say where to send; ``calls`` and ``callbacks`` are this test's, oldest first;
     ``users[ID]`` and ``media[ID]`` override the canned data for this test (missing user-info
-    fields come from the template). ``fault`` and ``operator`` last until the test ends.
+    fields come from the template; ID is ``42`` or ``"42"``, anything else raises ValueError).
+    ``fault`` and ``operator`` last until the test ends.
     """
 
     def __init__(self, server: ListenerThread) -> None:
@@ -39,8 +41,8 @@ class OpcliListener:
         self.endpoints: dict[str, str] = dict(server.endpoints)
         self.token: str = server.token
         self.site: Site = server.site
-        self.users: dict[int, dict[str, Any]] = server.users
-        self.media: dict[int, list[dict[str, Any]]] = server.media
+        self.users: IdMap[dict[str, Any]] = server.users
+        self.media: IdMap[list[dict[str, Any]]] = server.media
         self._kept: list[Call | Callback] | None = None  # the test's journal, once it ended
 
     def __repr__(self) -> str:

@@ -27,7 +27,7 @@ from opcli.client import Outgoing, deliver, make_client
 from opcli.config import Site
 from opcli.errors import OpcliError, UnreachableError, UsageError
 from opcli.multipart import SavedBody, token_bytes
-from opcli.protocol import KINDS, REPLAY_HEADER, encode_attaches, is_url
+from opcli.protocol import KINDS, REPLAY_HEADER, encode_attaches, is_url, kind_name
 
 #: Left out of every comparison: a new message gets a new id.
 ALWAYS_IGNORED = ("data.message_id",)
@@ -187,14 +187,6 @@ def parse_set(text: str) -> tuple[str, str]:
     if not equals or not name:
         raise UsageError(f"--set {text}: expected FIELD=VALUE")
     return name, value
-
-
-def kind_name(text: str) -> str:
-    """A kind as the journal writes it (``user-info`` -> ``user_info``); UsageError for another word."""
-    kind = text.replace("-", "_")
-    if kind not in KINDS:
-        raise UsageError(f"--kind {text}: expected one of {', '.join(KINDS)}")
-    return kind
 
 
 # --- one call -----------------------------------------------------------------------------
@@ -365,6 +357,11 @@ def replay(
     UnreachableError when the target could not be reached at all (it stops at the first such
     call when none has been answered yet).
     """
+    if kind is not None:
+        try:
+            kind = kind_name(kind)  # user-info is user_info
+        except ValueError as exc:
+            raise UsageError(f"--kind {kind}: {exc}") from None
     if base_url is not None and not is_url(base_url):
         raise UsageError(f"--to {base_url}: expected an http:// or https:// base URL")
     lines = read_journal(source, stdin, seqs=seqs, kind=kind)

@@ -70,7 +70,7 @@ def test_the_shipped_configs_are_valid(validator, path):
         (lambda c: c["sites"]["local"].update(webhook_encoding="xml"), "is not valid under any of the given schemas"),
         (lambda c: c["listen"].update(strict="yes"), "'yes' is not of type 'boolean'"),
         (lambda c: c["listen"]["users"]["42"].update(balance=9.5), "9.5 is not of type 'string'"),
-        (lambda c: c["listen"]["users"].update(abc={}), "'abc' does not match any of the regexes"),
+        (lambda c: c["listen"]["users"].update(abc={}), "'abc' is not valid under any of the given schemas"),
         (lambda c: c["listen"]["media"]["42"].append({"url": "/relative.jpg"}), "does not match"),
     ],
 )
@@ -79,6 +79,46 @@ def test_a_config_with_a_mistake_is_refused(validator, change, expected):
     change(config)
     errors = " | ".join(e.message for e in validator.iter_errors(config))
     assert expected in errors
+
+
+@pytest.mark.parametrize("path", [SAMPLE, BUILTIN], ids=["sample-config.yaml", "defaults.yaml"])
+def test_the_shipped_configs_validate_as_a_user_validates_them(cli, path):
+    """`opcli config schema > s.json`, then jsonschema on the YAML as PyYAML reads it: `42:` is an int key."""
+    schema_text = cli("config", "schema").stdout
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    assert config["listen"]["users"] and all(type(key) is int for key in config["listen"]["users"])
+    assert config["listen"]["media"] and all(type(key) is int for key in config["listen"]["media"])
+    jsonschema.validate(config, json.loads(schema_text))  # raised TypeError on the int keys
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda users, media: users[42].update(balance=9.5), "9.5 is not of type 'string'"),
+        (lambda users, media: users.update({"43": {"name": "Str"}}), "'gender' is a required property"),
+        (lambda users, media: media[42].append({"url": "/relative.jpg"}), "does not match"),
+        (lambda users, media: users.update({"abc": users[42]}), "'abc' is not valid under any of the given schemas"),
+        (lambda users, media: media.update({-1: []}), "-1 is not valid under any of the given schemas"),
+        (lambda users, media: media.update({4.5: []}), "4.5 is not valid under any of the given schemas"),
+    ],
+    ids=["int-key-bad-value", "string-key-bad-value", "int-key-bad-media", "word-key", "negative-key", "float-key"],
+)
+def test_a_mistake_under_an_int_key_is_still_refused(cli, change, expected):
+    schema = json.loads(cli("config", "schema").stdout)
+    config = yaml.safe_load(SAMPLE.read_text())
+    change(config["listen"]["users"], config["listen"]["media"])
+    with pytest.raises(jsonschema.ValidationError) as caught:
+        jsonschema.validate(config, schema)
+    everything = " | ".join(e.message for e in jsonschema.Draft7Validator(schema).iter_errors(config))
+    assert expected in everything, caught.value
+
+
+def test_a_quoted_id_is_accepted_as_well(validator):
+    config = yaml.safe_load(SAMPLE.read_text())
+    config["listen"]["users"]["43"] = config["listen"]["users"][42]
+    config["listen"]["media"]["43"] = []
+    assert list(validator.iter_errors(config)) == []
 
 
 def test_variables_and_number_strings_are_accepted_where_the_loader_takes_them(validator):

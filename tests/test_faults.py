@@ -65,7 +65,7 @@ def test_specs_parse_as_written():
 @pytest.mark.parametrize(
     "spec, problem",
     [
-        ("x:y", "unknown kind 'x' (expected one of message_sent, send_message, user_info, user_media, or *)"),
+        ("x:y", "unknown kind 'x' (expected one of message_sent, send_message, user_info, user_media, *)"),
         ("user_info:y", "unknown action 'y' (expected one of delay, status, html, status0, malformed, empty,"),
         ("user_info", "expected KIND:ACTION[,OPTION]..."),
         ("user_info:delay", "action 'delay' needs seconds (delay=SECONDS)"),

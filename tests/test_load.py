@@ -69,7 +69,7 @@ def test_a_run_counts_what_the_listener_journaled_every_kind_and_content(listene
     photo.write_bytes(b"\xff\xd8\xff" + bytes(2000))
     done = opcli(
         "-c", config, "load", "--users", USERS, "--spawn-rate", 100, "--run-time", "2s", "--processes", 2,
-        "--mix", "message_sent=3,user_info=1,user_media=1,send_message=1",
+        "--mix", "message_sent=3,user-info=1,user_media=1,send-message=1",  # - or _
         "--content", "text=1,photos=1,file=1", "--photo", "https://cdn.example.com/1.jpg", "--attach", photo,
         "--user-ids", "1000-1009", "--bot-ids", "7",
         "--csv", tmp_path / "run", "--html", tmp_path / "report.html", "--json",
@@ -212,7 +212,7 @@ def test_your_own_locustfile_subclasses_the_panel_user(listener, tmp_path):
     mine.write_text(
         "from opcli.load import PanelUser\n\n"
         "class Operator(PanelUser):\n"
-        "    mix = {'user_info': 1}\n"
+        "    mix = {'user-info': 1}\n"  # - or _, as on the command line
         "    user_ids = range(42, 44)\n"
     )
     done = opcli("-c", config, "load", "--locustfile", mine, "--users", 2, "--spawn-rate", 100, "--run-time", 2)

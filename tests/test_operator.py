@@ -189,7 +189,7 @@ def test_fetch_nothing_reply_nothing_and_reset(listener, site):
     assert only.kind == "send_message" and site.received[0]["fields"]["message"] == "43/43"
 
     listener.reset()
-    listener.operator(fetch=["user_media"], reply=None)
+    listener.operator(fetch=["user-media"], reply=None)  # - or _
     send_message(listener.site, 44, 8, "two")
     [media] = callbacks_of(listener, 1)
     assert media.kind == "user_media" and media.ok and media.fields == {"user_id": "44"}
@@ -291,7 +291,7 @@ def test_concurrency_is_bounded_and_the_listener_keeps_answering(listener, site,
 
 def test_a_slow_site_times_out_and_the_exit_code_is_1(listen_proc, site, isolated):
     site.delay = 1.5
-    config = site_config(isolated / "opcli.yaml", site, listen="listen:\n  operator:\n    fetch: [user_info]\n"
+    config = site_config(isolated / "opcli.yaml", site, listen="listen:\n  operator:\n    fetch: [user-info]\n"
                                                                  "    timeout: 0.3\n")  # fmt: skip
     proc = listen_proc("-c", str(config), "listen", "--port", "0", "--count", "1")
     reply = httpx.post(

@@ -103,6 +103,45 @@ def test_users_and_media_are_per_test_and_the_next_test_starts_fresh(pytester):
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
 
 
+def test_users_and_media_take_an_id_as_a_digit_string_and_refuse_a_key_that_is_none(pytester):
+    pytester.makepyfile(
+        """
+        import httpx
+        import pytest
+
+
+        def ask(listener, kind, user):
+            return httpx.post(listener.endpoints[kind], data={"token": listener.token, "user_id": user}).json()
+
+
+        def test_a_digit_string_is_the_id(opcli_listener):
+            assert ask(opcli_listener, "user_info", 43)["name"] == "Marta"  # the built-in profile
+            [call] = opcli_listener.wait_for("user-info")  # a kind with - or _
+            assert call.kind == "user_info"
+            opcli_listener.users["43"] = {"name": "Str"}
+            opcli_listener.media["43"] = [{"url": "https://x/s.jpg", "big": "https://x/s_b.jpg"}]
+            assert ask(opcli_listener, "user_info", 43)["name"] == "Str"
+            assert ask(opcli_listener, "user_media", 43) == {"media": [{"url": "https://x/s.jpg", "big": "https://x/s_b.jpg"}]}
+            assert list(opcli_listener.users) == [43] and opcli_listener.users[43] == {"name": "Str"}
+            assert "43" in opcli_listener.media and opcli_listener.media.get("43") == opcli_listener.media[43]
+            opcli_listener.users.update({"44": {"name": "Upd"}})
+            assert ask(opcli_listener, "user_info", 44)["name"] == "Upd"
+            assert [c.kind for c in opcli_listener.wait_for("user-media")] == ["user_media"]
+            assert len(opcli_listener.wait_for("user_info", count=3)) == 3
+
+
+        @pytest.mark.parametrize("key", ["abc", "", -1, 4.2, True, None, " 42"])
+        def test_a_key_that_is_not_an_id_raises_at_once(opcli_listener, key):
+            with pytest.raises(ValueError, match=r"users\\[.*\\]: not a user id"):
+                opcli_listener.users[key] = {"name": "Nobody"}
+            with pytest.raises(ValueError, match=r"media\\[.*\\]: not a user id"):
+                opcli_listener.media.update({key: []})
+            assert opcli_listener.users == {} and opcli_listener.media == {}
+        """
+    )
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=8)
+
+
 def test_a_wait_that_times_out_says_what_came_and_the_report_lists_the_calls(pytester):
     pytester.makepyfile(
         """
@@ -128,7 +167,7 @@ def test_a_wait_that_times_out_says_what_came_and_the_report_lists_the_calls(pyt
 
 
         def test_a_bad_kind_fails_at_once(opcli_listener):
-            opcli_listener.wait_for("message-sent", timeout=60)
+            opcli_listener.wait_for("message-sant", timeout=60)
         """
     )
     result = pytester.runpytest()
@@ -140,7 +179,9 @@ def test_a_wait_that_times_out_says_what_came_and_the_report_lists_the_calls(pyt
             "*  #2 send_message POST /hooks/send-message -> 200 user_id='7' contact_id='42' message='hey'",
         ]
     )
-    result.stdout.fnmatch_lines(["*ValueError: no kind 'message-sent'; kinds: message_sent, send_message, *"])
+    result.stdout.fnmatch_lines(
+        ["*ValueError: unknown kind 'message-sant' (expected one of message_sent, send_message, *, unknown)"]
+    )
     sections = {
         report.nodeid.split("::")[1]: dict(report.sections)
         for report in result.reprec.getreports("pytest_runtest_logreport")

@@ -239,7 +239,7 @@ def test_journal_from_stdin_and_usage_errors(cli, tmp_path, stdlib_server):
     assert stdlib_server.received[0].body == f"token={REPLAY_TOKEN}&user_id=42".encode()
     for args, message in [
         (["--seq", "3-x"], "--seq 3-x: expected numbers and ranges"),
-        (["--kind", "nope"], "--kind nope: expected one of"),
+        (["--kind", "nope"], "--kind nope: unknown kind 'nope' (expected one of message_sent, send_message,"),
         (["--set", "novalue"], "--set novalue: expected FIELD=VALUE"),
         (["--to", "ftp://x"], "--to ftp://x: expected an http:// or https:// base URL"),
         (["--seq", "99"], "no calls to replay in stdin"),

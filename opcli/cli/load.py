@@ -10,7 +10,7 @@ import typer
 from opcli.cli.common import Bigs, Json, Photos, Timeout, photos_of, state
 from opcli.errors import RemoteError, UnreachableError, UsageError
 
-_MIX_HELP = "Calls per task by weight: KIND=W,... (kinds message_sent, send_message, user_info, user_media)."
+_MIX_HELP = "Calls per task by weight: KIND=W,... (kinds message_sent, send_message, user_info, user_media; - or _)."
 
 
 def load(
@@ -165,7 +165,7 @@ def load(
       opcli load --master --expect-workers 2    # and on other machines: opcli load --worker --master-host H
     """
     from opcli.load_runner import CONTENTS, LoadPlan, LoadSettings, parse_run_time, parse_weights, run_load
-    from opcli.protocol import KINDS
+    from opcli.protocol import KINDS, kind_name
 
     _check_roles(
         master, worker, processes,
@@ -180,7 +180,7 @@ def load(
     st = state(ctx)
     config = st.load()
     site = config.site
-    weights = parse_weights(mix, KINDS, "--mix")
+    weights = parse_weights(mix, KINDS, "--mix", kind_name)  # user-info is user_info
     ours = locustfile is None  # a locustfile of your own draws its ids itself
     settings = LoadSettings(
         mix=weights,

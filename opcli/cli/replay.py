@@ -19,7 +19,9 @@ def replay(
     ] = None,
     kind: Annotated[
         str | None,
-        typer.Option("--kind", metavar="KIND", help="Only calls of this kind (user_info, ...).", show_default=False),
+        typer.Option(
+            "--kind", metavar="KIND", help="Only calls of this kind (user_info or user-info, ...).", show_default=False
+        ),
     ] = None,
     to: Annotated[
         str | None,
@@ -68,7 +70,7 @@ def replay(
       opcli replay calls.jsonl --seq 3,5-9 --kind user_info --to http://127.0.0.1:8000
       opcli replay calls.jsonl --set message=hello --json
     """
-    from opcli.replay import kind_name, parse_seqs, parse_set
+    from opcli.replay import parse_seqs, parse_set
     from opcli.replay import replay as run
 
     st = state(ctx)
@@ -79,7 +81,7 @@ def replay(
         site,
         stdin=st.env.stdin,
         seqs=parse_seqs(seq) if seq is not None else None,
-        kind=kind_name(kind) if kind is not None else None,
+        kind=kind,
         base_url=to,
         sets=[parse_set(item) for item in set_ or []],
         expect_same=expect_same,

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from opcli.config.model import ListenConfig, OperatorConfig, Site, Timeouts, fill_template
 from opcli.config.positions import where as _where
-from opcli.protocol import WEBHOOKS
+from opcli.protocol import WEBHOOKS, kind_name
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -290,17 +290,22 @@ def _seconds(value: Any) -> float:
     return value
 
 
-@fragment({"type": "array", "uniqueItems": True, "items": {"enum": ["user_info", "user_media"]}})
+@fragment(
+    {"type": "array", "uniqueItems": True, "items": {"enum": ["user_info", "user_media", "user-info", "user-media"]}}
+)
 def _fetch(value: Any) -> tuple[str, ...]:
     kinds = ("user_info", "user_media")
     if not isinstance(value, list):
         raise ValueError(f"expected a list of {' and '.join(kinds)} (or []), got {type_name(value)}")
+    fetched = []
     for item in value:
-        if item not in kinds:
-            raise ValueError(f"expected {' or '.join(kinds)} in the list, got {item!r}")
-    if len(set(value)) < len(value):
+        try:
+            fetched.append(kind_name(item, kinds))  # user-info is user_info
+        except ValueError:
+            raise ValueError(f"expected {' or '.join(kinds)} in the list, got {item!r}") from None
+    if len(set(fetched)) < len(fetched):
         raise ValueError("each webhook may be listed once")
-    return tuple(value)
+    return tuple(fetched)
 
 
 @fragment({"type": ["string", "null"]})

@@ -64,20 +64,26 @@ def _canned() -> dict[str, Any]:
     profile = models["UserInfo"]
     profile["required"] = [key for key in profile["required"] if key != "id"]  # the id is the key (or {id})
     profile["description"] = "A canned profile (id is the key, or {id} in the template); checked against the contract."
-    ids = r"^[0-9]+$"
+    # PyYAML reads ``42:`` as the int 42 and ``"42":`` as a string, a JSON tool sees strings: the
+    # keys are described by propertyNames (no patternProperties, whose regexes fail on an int key)
+    ids = {
+        "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^[0-9]+$"}],
+        "description": 'A user id: a whole number (42 or "42").',
+    }
     return {
         **{name: schema for name, schema in models.items() if name in ("CustomAttr", "MediaItem")},
         "Profile": profile,
+        "UserId": ids,
         "Users": {
             "type": ["object", "null"],
             "description": "Canned user-info replies by user id.",
-            "patternProperties": {ids: {"$ref": "#/definitions/Profile"}},
-            "additionalProperties": False,
+            "propertyNames": {"$ref": "#/definitions/UserId"},
+            "additionalProperties": {"$ref": "#/definitions/Profile"},
         },
         "Media": {
             "type": ["object", "null"],
             "description": "Canned private media by user id.",
-            "patternProperties": {ids: {"type": "array", "items": {"$ref": "#/definitions/MediaItem"}}},
-            "additionalProperties": False,
+            "propertyNames": {"$ref": "#/definitions/UserId"},
+            "additionalProperties": {"type": "array", "items": {"$ref": "#/definitions/MediaItem"}},
         },
     }

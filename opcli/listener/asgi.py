@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from opcli.protocol import KINDS
+from opcli.protocol import KINDS, kind_name
 
 MAX_PUT_BYTES = 1024 * 1024
 COMMON_HEADERS = [(b"x-content-type-options", b"nosniff")]
@@ -38,10 +38,11 @@ def integer(value: str, least: int) -> int:
 
 
 def _kind(value: str) -> str:
-    kind = value.replace("-", "_")
-    if kind not in (*KINDS, "unknown"):
-        raise ValueError(f"must be one of {', '.join((*KINDS, 'unknown'))}, got {value!r}")
-    return kind
+    kinds = (*KINDS, "unknown")
+    try:
+        return kind_name(value, kinds)  # user-info is user_info
+    except ValueError:
+        raise ValueError(f"must be one of {', '.join(kinds)}, got {value!r}") from None
 
 
 def _seconds(value: str) -> float:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from opcli.protocol import KINDS, parse_id
+from opcli.protocol import KINDS, kind_name, parse_id
 
 ACTIONS = ("delay", "status", "html", "status0", "malformed", "empty", "reset", "dribble", "hang")
 OPTIONS = ("rate", "times", "user", "delay")
@@ -143,9 +143,7 @@ def parse_rule(spec: str) -> Rule:
     written_kind, colon, rest = spec.partition(":")
     if not colon or not rest.strip():
         raise ValueError("expected KIND:ACTION[,OPTION]... (for example user_info:delay=5)")
-    kind = written_kind.strip().replace("-", "_")
-    if kind != "*" and kind not in KINDS:
-        raise ValueError(f"unknown kind {written_kind.strip()!r} (expected one of {', '.join(KINDS)}, or *)")
+    kind = kind_name(written_kind.strip(), (*KINDS, "*"))
     action_part, *option_parts = (part.strip() for part in rest.split(","))
     action, has_value, raw = action_part.partition("=")
     if action not in ACTIONS:

@@ -111,15 +111,16 @@ class ListenerThread:
     def wait_for(self, kind: str | None = None, count: int = 1, timeout: float = 5.0) -> list[Entry]:
         """Wait until ``count`` calls (of ``kind``) came; the first ``count`` of them.
 
-        On timeout raises AssertionError listing the calls that did come; an unknown ``kind``
-        raises ValueError at once rather than wait for a call that cannot come.
+        ``kind`` is written with ``_`` or ``-`` (``user-info``). On timeout raises AssertionError
+        listing the calls that did come; an unknown ``kind`` raises ValueError at once rather than
+        wait for a call that cannot come.
         """
         __tracebackhide__ = True  # pytest: the failure points at the caller's line
         from opcli.listener.journal import entry_summary
-        from opcli.protocol import KINDS
+        from opcli.protocol import KINDS, kind_name
 
-        if kind is not None and kind not in (*KINDS, "unknown"):
-            raise ValueError(f"no kind {kind!r}; kinds: {', '.join(KINDS)}, unknown")
+        if kind is not None:
+            kind = kind_name(kind, (*KINDS, "unknown"))  # user-info is user_info
         found, complete = self.journal.wait_for(kind, count, timeout)
         if not complete:
             came = self.journal.entries()
