@@ -193,8 +193,8 @@ def parse_rules(specs: Iterable[str]) -> list[Rule]:
 class Faults:
     """The fault rules in force, in order: the first that takes a call decides.
 
-    Safe to change from another thread while the listener serves; a change starts the rules'
-    ``times`` afresh. ``rate`` draws from ``random.Random(seed)``: a seeded run with the same
+    Safe to change from another thread while the listener serves; ``replace`` starts every rule's
+    ``times`` afresh, ``add`` leaves the others' counts as they are. ``rate`` draws from ``random.Random(seed)``: a seeded run with the same
     calls faults the same ones. ``replace`` and ``add`` raise ValueError (``'SPEC': problem``)
     and then change nothing.
     """
