@@ -37,6 +37,8 @@ class Check:
     unreachable: bool = False
     #: ``check --fuzz``: each kind of failure with its smallest input (``kind``, ``reason``, ``input``, ``curl``)
     failures: list[dict[str, str]] | None = None
+    #: a detail of several lines (``check --fuzz``'s failures): ``detail`` joins them, a person sees each on its own
+    lines: list[str] | None = None
     problems: list[str] = field(default_factory=list)
     request: Outgoing | None = field(default=None, repr=False)
     reply: Reply | None = field(default=None, repr=False)

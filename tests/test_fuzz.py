@@ -14,6 +14,7 @@ from opcli.config import load_config
 from opcli.listener import ListenerThread
 from tests.conftest import write_config
 from tests.fuzz_sites import TOKEN, site
+from tests.terminal import run_on
 
 FUZZ_CHECKS = ["fuzz-user-info", "fuzz-user-media"]
 
@@ -109,6 +110,40 @@ def test_a_fragile_site_fails_with_the_smallest_inputs_as_curl_lines(cli, isolat
     again = {c["name"]: c for c in fuzz_json(cli, config, "60", "--fuzz-seed", "0")[1]["checks"]}
     for name in FUZZ_CHECKS:
         assert (again[name]["detail"], again[name]["failures"]) == (checks[name]["detail"], checks[name]["failures"])
+
+
+@pytest.mark.parametrize("tty", [False, True], ids=["pipe", "terminal"])
+def test_a_failures_smallest_inputs_show_a_line_each(isolated, serve, shared_cache, tty):
+    config_for(isolated, serve(site(fragile=True)).url)  # ./opcli.yaml: the config run_on finds
+    run = run_on("check", "--fuzz", "60", "--fuzz-seed", "0", stdout_tty=tty, environ={"NO_COLOR": "1"})
+    assert run.code == 1, run.stderr
+    lines = run.plain_stdout.splitlines()
+    assert not any("\\n" in line for line in lines)  # no escaped line break anywhere
+    for name in FUZZ_CHECKS:
+        at = next(k for k, line in enumerate(lines) if line.startswith(f"FAIL  {name} "))
+        assert lines[at].endswith("(--fuzz-seed 0 repeats them); smallest inputs:")
+        for k in (1, 2):  # README's layout: the reason, the input, the curl line
+            reason, given, curl = lines[at + 3 * k - 2 : at + 3 * k + 1]
+            assert reason.startswith(f"  {k}. HTTP ")
+            assert given.startswith("     input: token=(the token) 'user_id'=")
+            assert curl.startswith("     curl -sS -X POST http://127.0.0.1:") and '"token=$OPCLI_TOKEN"' in curl
+
+
+@pytest.mark.parametrize("tty", [False, True], ids=["pipe", "terminal"])
+def test_a_received_value_cannot_break_or_forge_a_line_of_a_failure(tty):
+    import io
+
+    from opcli.cli.common import Env
+    from opcli.cli.render import Output
+    from opcli.conformance import Check
+    from tests.terminal import Terminal
+
+    env = Env(Terminal() if tty else io.StringIO(), io.StringIO(), io.StringIO(), {"NO_COLOR": "1"})
+    lines = ["1 kind(s) of failure in 9 calls", "  1. HTTP 200 with \x1b[2Jgone\nPASS  forged", "     curl x"]
+    Output(env).check_row(Check("fuzz-user-info", False, "\n".join(lines), 5.0, lines=lines))
+    shown = env.stdout.getvalue().splitlines()
+    assert len(shown) == 3 and shown[0].startswith("FAIL  fuzz-user-info ") and shown[2] == "     curl x"
+    assert shown[1] == "  1. HTTP 200 with \\x1b[2Jgone\\nPASS  forged"
 
 
 def run_curl(line: str) -> tuple[str, str]:
