@@ -146,6 +146,64 @@ def test_a_received_value_cannot_break_or_forge_a_line_of_a_failure(tty):
     assert shown[1] == "  1. HTTP 200 with \\x1b[2Jgone\\nPASS  forged"
 
 
+ODD_FIELDS = (
+    ("\x80", ""),
+    ("_", "\x80"),
+    ('odd\x01 \x1b[2J\u202e "name"\\', 'a\x01b\x7f\u202e\n\r\t it\'s \\ "q" $HOME `id` é中😀'),
+    ("@x", "@/etc/passwd;type=text/plain"),
+    ("token", "wrong\x1b[0m"),  # a wrong token is shown as it was sent
+)
+
+
+@pytest.mark.parametrize("multipart", [False, True], ids=["urlencoded", "multipart"])
+def test_a_failures_curl_line_as_printed_and_in_junit_sends_what_the_fuzzer_sent(isolated, stdlib_server, multipart):
+    import io
+
+    import httpx
+
+    from opcli.cli.common import Env
+    from opcli.cli.render import Output
+    from opcli.conformance import Report, junit_xml
+    from opcli.fuzz import Probe, _report, _verdict
+
+    page = b"<b>Fatal error</b>: boom\x1b[2J on line <b>1</b>"  # an ESC that XML cannot hold either
+    stdlib_server.respond = lambda r: (500, {"Content-Type": "text/html"}, page)
+    config = load_config(config_for(isolated, stdlib_server.url))
+    probe = Probe((("token", TOKEN), ("user_id", "42"), *ODD_FIELDS), multipart)
+    with httpx.Client() as client:
+        failure = _verdict(config.site, "user_info", probe, client)
+    assert failure is not None and failure.kind == "server-error"
+    [sent] = stdlib_server.received
+    check = _report("user_info", 1, [failure], 0, 1.0)
+    env = Env(io.StringIO(), io.StringIO(), io.StringIO(), {})
+    Output(env, secrets={TOKEN}).check_row(check)
+    printed = env.stdout.getvalue().splitlines()[-1].strip()
+    junit = ET.fromstring(junit_xml(Report("test", [check])))
+    in_junit = junit.find(".//failure").text.splitlines()[-1].strip()
+    reason = "1. HTTP 500 with a PHP error: Fatal error: boom\\x1b[2J on line 1"
+    assert reason in env.stdout.getvalue() and reason in junit.find(".//failure").text
+    # escaping control characters for a terminal, a pipe or XML changed nothing: there were none
+    assert printed == in_junit == failure.curl and TOKEN not in printed
+    for line in (printed, in_junit):
+        status, _ = run_curl(line)
+        assert status == "500"
+        again = stdlib_server.received[-1]
+        assert again.headers["Content-Type"].split(";")[0] == sent.headers["Content-Type"].split(";")[0]
+        assert body_parts(again) == body_parts(sent)
+    assert len(stdlib_server.received) == 3
+
+
+def body_parts(received) -> list[bytes]:
+    """A body as bytes: urlencoded whole, multipart as its parts (headers and content), boundary left out."""
+    ctype = received.headers["Content-Type"]
+    if not ctype.startswith("multipart/"):
+        return [received.body]
+    boundary = ctype.split("boundary=", 1)[1].strip('"').encode()
+    pieces = received.body.split(b"--" + boundary)
+    assert pieces[0] == b"" and pieces[-1] == b"--\r\n"
+    return pieces[1:-1]
+
+
 def run_curl(line: str) -> tuple[str, str]:
     """Run a reported curl line with the real curl; returns the status and the body."""
     done = subprocess.run(
