@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from opcli.config import load_config
+from opcli.errors import UsageError
 from opcli.listener import ListenerThread
 from opcli.listener.journal import JournalFile
 from opcli.replay import first_difference, replay_entry
@@ -291,3 +292,29 @@ def test_a_reply_cannot_forge_a_row_of_the_output(cli, tmp_path, stdlib_server):
     assert result.exit_code == 1
     [row] = result.stdout.splitlines()
     assert row.startswith("#1") and "\\n#2" in row and "\\x1b" in row
+
+
+@pytest.mark.parametrize(
+    "base, shown",
+    [
+        ("{url}?x=1", "--to {url}?...: a base URL cannot have a query or a fragment"),
+        ("{url}/prefix/?token=" + REPLAY_TOKEN, "--to {url}/prefix/?...: a base URL cannot have a query"),
+        ("{url}#{token}", "--to {url}#...: a base URL cannot have a query or a fragment"),
+        ("{url}?", "--to {url}?...: a base URL cannot"),
+        ("http://me:pw-" + REPLAY_TOKEN + "@127.0.0.1:9/?a", "--to http://me:***@127.0.0.1:9/?...: a base URL"),
+    ],
+    ids=["query", "token-in-query", "fragment", "empty-query", "password"],
+)
+def test_a_base_url_with_a_query_or_fragment_is_refused(cli, tmp_path, stdlib_server, base, shown):
+    journal = tmp_path / "j.jsonl"
+    journal.write_text(json.dumps(call_line(1, "user_info", "/hooks/user-info")) + "\n")
+    config = replay_config(tmp_path / "dev.yaml", stdlib_server.url)
+    base = base.format(url=stdlib_server.url, token=REPLAY_TOKEN)
+    result = cli("-c", config, "replay", journal, "--to", base, "--json")
+    assert result.exit_code == 2 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("opcli: error: " + shown.format(url=stdlib_server.url)), line
+    assert REPLAY_TOKEN not in result.stderr and REPLAY_TOKEN[-4:] not in result.stderr
+    assert stdlib_server.received == []
+    with pytest.raises(UsageError, match="cannot have a query or a fragment"):  # the library says the same
+        replay_entry(call_line(1, "user_info", "/hooks/user-info"), load_config(config).site, base_url=base)
