@@ -396,12 +396,14 @@ def replay(
     with make_client(site, timeout) as http, ThreadPoolExecutor(concurrency) as pool:
 
         def one(line: dict[str, Any]) -> Replayed:
+            started = time.perf_counter()
             try:
                 result = replay_entry(line, site, base_url=base_url, sets=sets, http=http)
-            except OpcliError as exc:
+            except OpcliError as exc:  # a timeout, a refused connection: the time it took, as for any call
                 url = base_url.rstrip("/") + line["path"] if base_url else site.url(line["kind"])
+                ms = round((time.perf_counter() - started) * 1000, 1)
                 return Replayed(
-                    line["seq"], line["kind"], url, error=str(exc), unreachable=isinstance(exc, UnreachableError)
+                    line["seq"], line["kind"], url, ms=ms, error=str(exc), unreachable=isinstance(exc, UnreachableError)
                 )
             if expect_same:
                 result.diff = compare(line, result, ignore)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -318,3 +319,24 @@ def test_a_base_url_with_a_query_or_fragment_is_refused(cli, tmp_path, stdlib_se
     assert stdlib_server.received == []
     with pytest.raises(UsageError, match="cannot have a query or a fragment"):  # the library says the same
         replay_entry(call_line(1, "user_info", "/hooks/user-info"), load_config(config).site, base_url=base)
+
+
+def test_a_call_that_times_out_reports_the_time_it_took(cli, tmp_path, stdlib_server):
+    def respond(received):
+        if b"user_id=43" in received.body:
+            time.sleep(1.5)  # past --timeout
+        return 200, {"Content-Type": "application/json"}, b"{}"
+
+    stdlib_server.respond = respond
+    slow = {**call_line(2, "user_info", "/hooks/user-info"), "fields": {"user_id": "43"}}
+    journal = tmp_path / "j.jsonl"
+    journal.write_text(json.dumps(call_line(1, "user_info", "/hooks/user-info")) + "\n" + json.dumps(slow) + "\n")
+    config = replay_config(tmp_path / "dev.yaml", stdlib_server.url)
+    result = cli("-c", config, "replay", journal, "--timeout", "0.4", "--json")
+    assert result.exit_code == 1, result.stderr
+    fast, late, _ = [json.loads(line) for line in result.stdout.splitlines()]
+    assert fast["ok"] and not late["ok"] and "no answer within 0.4s (timeout)" in late["error"]
+    assert late["ms"] >= 400  # it waited for the whole --timeout: never 0
+    human = cli("-c", config, "replay", journal, "--timeout", "0.4")
+    [row] = [row for row in human.stdout.splitlines() if row.startswith("#2 ")]
+    assert float(row.split(" ms ")[0].split()[-1]) >= 400 and "error: cannot reach" in row
