@@ -19,6 +19,8 @@ import difflib
 import itertools
 import json
 import math
+import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -31,7 +33,7 @@ import httpcore
 from opcli.aionet import AsyncioBackend
 from opcli.client import Outgoing, asend, check_file, message_sent, tls
 from opcli.config import Site
-from opcli.errors import UnreachableError, UsageError
+from opcli.errors import Signalled, UnreachableError, UsageError
 from opcli.protocol import Photo, make_photos, parse_id
 
 COLUMNS = ("user", "bot", "message", "photos", "attach")
@@ -198,6 +200,9 @@ class Summary:
 
     ``through_line`` is the last input line up to which every message has its result: a run that
     was stopped resumes after it (messages in flight past it may have been sent too; see the results).
+    ``total`` counts the messages read; when a run on a regular file stops early, the rest of the
+    file is then read without sending, so that ``total`` and ``not_attempted`` cover the whole file
+    (from stdin or a pipe, only what was read: the rest may never come).
     """
 
     total: int = 0
@@ -216,7 +221,7 @@ class Summary:
 
     @property
     def not_attempted(self) -> int:
-        """Messages read but never sent: queued when the run stopped."""
+        """Messages never sent: queued when the run stopped, or (from a regular file) not read yet."""
         return self.total - self.sent - self.failed - len(self.in_flight)
 
     @property
@@ -373,6 +378,22 @@ async def _send_all(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _count_the_rest(summary: Summary, source: str, fmt: str) -> None:
+    """After an early stop, count the messages a regular file holds past those read (as not attempted).
+
+    The file is read again from its start, parsed but nothing sent; another Ctrl-C or SIGTERM
+    meanwhile gives up counting (``total`` stays what was read).
+    """
+    try:
+        if not stat.S_ISREG(os.stat(source).st_mode):
+            return
+        with open(source, "rb") as stream:
+            records = sum(1 for _ in _records(stream, fmt))  # one Item per record, read or not
+    except (OSError, UsageError, KeyboardInterrupt, Signalled):
+        return
+    summary.total = max(summary.total, records)
+
+
 def send_batch(
     site: Site,
     source: str,
@@ -402,14 +423,19 @@ def send_batch(
         except OSError as exc:
             raise UsageError(f"cannot read batch file {source}: {exc.strerror}") from None
     started = time.perf_counter()
+    stopped = True
     try:
         head = stream.readline()
-        items = read_items(site, itertools.chain([head], stream), fmt or detect_format(source, head))
+        fmt = fmt or detect_format(source, head)
+        items = read_items(site, itertools.chain([head], stream), fmt)
         asyncio.run(_send_all(site, items, concurrency, rate, retries, timeout, on_result, summary, source == "-"))
+        stopped = False
     finally:
         summary.seconds = time.perf_counter() - started
         if source != "-":
             stream.close()
+            if stopped and fmt is not None:
+                _count_the_rest(summary, source, fmt)
     attempted = summary.total - summary.invalid
     if attempted and summary.unreachable == attempted:
         raise UnreachableError(f"no message reached the panel: {summary.first_unreachable}")

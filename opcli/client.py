@@ -27,7 +27,7 @@ import httpx
 from opcli import __version__
 from opcli.config import Site
 from opcli.errors import UnreachableError, UsageError
-from opcli.multipart import MultipartBody, SavedBody
+from opcli.multipart import MultipartBody, SavedBody, quote_name
 from opcli.protocol import (
     ACTION_MESSAGE_SENT,
     Photo,
@@ -101,10 +101,15 @@ class Outgoing:
         for name, value in self.fields:
             if name == "token" and (token is None or value == token):
                 parts += [flag, '"token=$OPCLI_TOKEN"']
-            else:
+            elif self.multipart:
+                # curl escapes only a quote, CR and LF in a part's name: given the name as opcli
+                # sends it, curl sends the same bytes
+                parts += [flag, shell_word(f"{quote_name(name)}={value}")]
+            elif name and f"{name}{value}".isprintable():
                 # --data-urlencode encodes only what follows the first "=": the name goes as written
-                shown = name if self.multipart else quote_plus(name, safe="[]")
-                parts += [flag, shlex.quote(f"{shown}={value}")]
+                parts += [flag, shlex.quote(f"{quote_plus(name, safe='[]')}={value}")]
+            else:  # odd characters: the pair as opcli encodes it, nothing left for curl (or a terminal) to change
+                parts += ["--data-raw", shlex.quote(f"{quote_plus(name, safe='')}={quote_plus(value, safe='')}")]
         if self.file is not None:
             parts += ["-F", shlex.quote(f"{self.file_field}=@{self.file};type={self.file_type}")]
         return " ".join(parts)
@@ -132,6 +137,37 @@ class Outgoing:
             return httpx.Request("POST", url, headers=headers, content=body)
         headers["Host"] = url.netloc.decode("ascii")  # httpx adds it only to bodies it encodes itself
         return httpx.Request("POST", url, headers=headers, stream=body)
+
+
+_SHELL_ESCAPES = {"'": "\\'", "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def shell_word(text: str) -> str:
+    """``text`` as one shell word, pasted as is: printable text single-quoted (``shlex.quote``).
+
+    Text with a character that is not printable (a control character, a bidi mark, an invalid
+    UTF-8 byte kept as a surrogate) becomes bash's ``$'...'``, that character as its UTF-8 bytes
+    (``\\xc2\\x80``, or ``\\n``): the shell makes the same bytes of it, and no terminal or report
+    that escapes control characters changes the line.
+    """
+    if text.isprintable():
+        return shlex.quote(text)
+    word = []
+    for char in text:
+        if char in _SHELL_ESCAPES:
+            word.append(_SHELL_ESCAPES[char])
+        elif char.isprintable():
+            word.append(char)
+        else:
+            word.extend(f"\\x{byte:02x}" for byte in _utf8(char))
+    return "$'" + "".join(word) + "'"
+
+
+def _utf8(char: str) -> bytes:
+    try:
+        return char.encode("utf-8", "surrogateescape")  # an invalid byte a decoder kept: that byte again
+    except UnicodeEncodeError:
+        return char.encode("utf-8", "surrogatepass")
 
 
 @dataclass

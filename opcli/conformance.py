@@ -6,6 +6,7 @@ it failed. The suite never stops at the first failure.
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -37,6 +38,8 @@ class Check:
     unreachable: bool = False
     #: ``check --fuzz``: each kind of failure with its smallest input (``kind``, ``reason``, ``input``, ``curl``)
     failures: list[dict[str, str]] | None = None
+    #: a detail of several lines (``check --fuzz``'s failures): ``detail`` joins them, a person sees each on its own
+    lines: list[str] | None = None
     problems: list[str] = field(default_factory=list)
     request: Outgoing | None = field(default=None, repr=False)
     reply: Reply | None = field(default=None, repr=False)
@@ -198,6 +201,14 @@ def run_checks(
     return Report(site.name, checks)
 
 
+# what XML 1.0 cannot hold (a reason quoting a reply with an ESC in it), escaped as Python writes it
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml(text: str) -> str:
+    return _NOT_XML.sub(lambda m: ascii(m.group(0))[1:-1], text)
+
+
 def junit_xml(report: Report) -> bytes:
     """The report as JUnit XML: one testcase per check, which CI systems display."""
     total = sum(c.ms for c in report.checks) / 1000
@@ -224,10 +235,10 @@ def junit_xml(report: Report) -> bytes:
         )
         if not check.ok:
             ET.SubElement(
-                case, "failure", message=check.detail, type="unreachable" if check.unreachable else "contract"
-            ).text = check.detail
+                case, "failure", message=_xml(check.detail), type="unreachable" if check.unreachable else "contract"
+            ).text = _xml(check.detail)
         else:
-            ET.SubElement(case, "system-out").text = check.detail
+            ET.SubElement(case, "system-out").text = _xml(check.detail)
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
 
 

@@ -155,7 +155,7 @@ def _report(kind: str, calls: int, failures: list[Failure], seed: int, ms: float
     lines = [f"{len(failures)} kind(s) of failure in {calls} calls ({again} repeats them); smallest inputs:"]
     for k, failure in enumerate(failures[:MAX_SHOWN], 1):
         lines += [f"  {k}. {failure.reason}", f"     input: {failure.describe()}", f"     {failure.curl}"]
-    check = Check(CHECK_NAMES[kind], False, "\n".join(lines), ms)
+    check = Check(CHECK_NAMES[kind], False, "\n".join(lines), ms, lines=lines)
     check.failures = [f.as_dict() for f in failures[:MAX_SHOWN]]
     return check
 

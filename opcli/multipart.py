@@ -23,7 +23,7 @@ _NAME_ESCAPES = {'"': "%22", "\\": "\\\\", **{chr(c): f"%{c:02X}" for c in range
 _NAME_ESCAPE = re.compile("|".join(re.escape(c) for c in _NAME_ESCAPES))
 
 
-def _quote(name: str) -> str:
+def quote_name(name: str) -> str:
     """A name in a Content-Disposition header, escaped as browsers (and httpx) do."""
     return _NAME_ESCAPE.sub(lambda m: _NAME_ESCAPES[m.group(0)], name)
 
@@ -49,7 +49,7 @@ class MultipartBody(httpx.SyncByteStream, httpx.AsyncByteStream):
         dash = f"--{self.boundary}\r\n".encode()
         head = bytearray()
         for name, value in fields:
-            head += dash + f'Content-Disposition: form-data; name="{_quote(name)}"\r\n\r\n'.encode()
+            head += dash + f'Content-Disposition: form-data; name="{quote_name(name)}"\r\n\r\n'.encode()
             head += value.encode("utf-8") + b"\r\n"
         self.file = file
         self.size = 0
@@ -58,8 +58,8 @@ class MultipartBody(httpx.SyncByteStream, httpx.AsyncByteStream):
             head += (
                 dash
                 + (
-                    f'Content-Disposition: form-data; name="{_quote(file_field)}"; '
-                    f'filename="{_quote(filename or file.name)}"\r\nContent-Type: {file_type}\r\n\r\n'
+                    f'Content-Disposition: form-data; name="{quote_name(file_field)}"; '
+                    f'filename="{quote_name(filename or file.name)}"\r\nContent-Type: {file_type}\r\n\r\n'
                 ).encode()
             )
         self.head = bytes(head)

@@ -27,7 +27,7 @@ from opcli.client import Outgoing, deliver, make_client
 from opcli.config import Site
 from opcli.errors import OpcliError, UnreachableError, UsageError
 from opcli.multipart import SavedBody, token_bytes
-from opcli.protocol import KINDS, REPLAY_HEADER, encode_attaches, is_url, kind_name
+from opcli.protocol import KINDS, REPLAY_HEADER, encode_attaches, is_url, kind_name, redact
 
 #: Left out of every comparison: a new message gets a new id.
 ALWAYS_IGNORED = ("data.message_id",)
@@ -213,6 +213,22 @@ def journal_fields(line: dict[str, Any]) -> list[tuple[str, str]]:
     return fields + encode_attaches(line.get("attaches") or [], line.get("attaches_encoding") or "brackets")
 
 
+def check_base_url(base_url: str, secrets: Iterable[str | None] = ()) -> None:
+    """UsageError unless ``base_url`` is one the journaled path can go after: http(s), no query, no fragment.
+
+    The message shows no query or fragment (a token may be in it), and ``secrets`` masked.
+    """
+    if not is_url(base_url):
+        raise UsageError(f"--to {redact(base_url, secrets)}: expected an http:// or https:// base URL")
+    cut = min((base_url.index(c) for c in "?#" if c in base_url), default=None)
+    if cut is not None:
+        shown = redact(base_url[:cut], secrets) + base_url[cut] + "..."
+        raise UsageError(
+            f"--to {shown}: a base URL cannot have a query or a fragment (the journaled path goes after it); "
+            "give scheme://host[:port][/prefix]"
+        )
+
+
 def request_for(
     line: dict[str, Any], site: Site, *, base_url: str | None = None, sets: Sequence[tuple[str, str]] = ()
 ) -> Outgoing:
@@ -275,6 +291,8 @@ def replay_entry(
     problem = line_problem(line)
     if problem:
         raise UsageError(f"cannot replay this journal line: {problem}")
+    if base_url is not None:
+        check_base_url(base_url, [site.token])
     out = request_for(line, site, base_url=base_url, sets=sets)
     reply = deliver(site, out, http=http)
     shown = reply.data if reply.is_json else reply.body.decode("utf-8", "replace")
@@ -362,8 +380,8 @@ def replay(
             kind = kind_name(kind)  # user-info is user_info
         except ValueError as exc:
             raise UsageError(f"--kind {kind}: {exc}") from None
-    if base_url is not None and not is_url(base_url):
-        raise UsageError(f"--to {base_url}: expected an http:// or https:// base URL")
+    if base_url is not None:
+        check_base_url(base_url, [site.token])
     lines = read_journal(source, stdin, seqs=seqs, kind=kind)
     if not lines:
         raise UsageError(f"no calls to replay in {'stdin' if source == '-' else source} (after --seq and --kind)")
@@ -375,12 +393,14 @@ def replay(
     with make_client(site, timeout) as http, ThreadPoolExecutor(concurrency) as pool:
 
         def one(line: dict[str, Any]) -> Replayed:
+            started = time.perf_counter()
             try:
                 result = replay_entry(line, site, base_url=base_url, sets=sets, http=http)
-            except OpcliError as exc:
+            except OpcliError as exc:  # a timeout, a refused connection: the time it took, as for any call
                 url = base_url.rstrip("/") + line["path"] if base_url else site.url(line["kind"])
+                ms = round((time.perf_counter() - started) * 1000, 1)
                 return Replayed(
-                    line["seq"], line["kind"], url, error=str(exc), unreachable=isinstance(exc, UnreachableError)
+                    line["seq"], line["kind"], url, ms=ms, error=str(exc), unreachable=isinstance(exc, UnreachableError)
                 )
             if expect_same:
                 result.diff = compare(line, result, ignore)

@@ -85,13 +85,19 @@ def test_a_reader_that_goes_away_ends_the_batch_with_141(panel, isolated):
     proc.stderr.close()
     assert code == 141, stderr
     assert "Traceback" not in stderr and "Sent " in stderr
+    assert " of 3000 messages" in stderr and " not attempted" in stderr  # the whole file, not what was read
     assert len(panel) < 3000  # it stopped, rather than sending everything into the void
 
 
 # --- item 9: a summary on every exit, with where to resume ---------------------------------------
 
 
-def test_ctrl_c_prints_the_summary_and_where_to_resume(stdlib_server, isolated):
+@pytest.mark.parametrize(
+    ("signum", "code", "source"),
+    [(signal.SIGINT, 130, "file"), (signal.SIGTERM, 143, "file"), (signal.SIGTERM, 143, "stdin")],
+    ids=["ctrl-c", "sigterm", "sigterm-stdin"],
+)
+def test_ctrl_c_and_sigterm_print_the_summary_and_where_to_resume(stdlib_server, isolated, signum, code, source):
     def slow(received):
         time.sleep(0.1)
         return 200, {"Content-Type": "application/json"}, b'{"status": 1, "data": {"message_id": 1}}'
@@ -99,25 +105,32 @@ def test_ctrl_c_prints_the_summary_and_where_to_resume(stdlib_server, isolated):
     stdlib_server.respond = slow
     write_config(isolated / "opcli.yaml", panel_url=f"{stdlib_server.url}/api")
     batch = messages(isolated / "m.jsonl", 200)
-    proc = opcli(
-        "send",
-        "--batch",
-        batch,
-        "--json",
-        "--concurrency",
-        1,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    results = [json.loads(proc.stdout.readline()) for _ in range(3)]
-    proc.send_signal(signal.SIGINT)
-    rest, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    (isolated / "m.jsonl").write_text(batch.read_text() + "\n{not json}\n")  # a bad line never read: not attempted
+    with open(batch, "rb") as stdin:
+        proc = opcli(
+            "send",
+            "--batch",
+            batch if source == "file" else "-",
+            "--json",
+            "--concurrency",
+            1,
+            stdin=stdin if source == "stdin" else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        results = [json.loads(proc.stdout.readline()) for _ in range(3)]
+        proc.send_signal(signum)
+        rest, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
     summary = json.loads(rest.splitlines()[-1])["summary"]
     done = len(results) + len(rest.splitlines()) - 1
     assert summary["sent"] == done and summary["through_line"] == done
-    # the one message being sent when Ctrl-C came may have been delivered: it is named, not counted as not sent
+    if source == "file":  # the whole file: what was never read counts as not attempted
+        assert summary["total"] == 201 and summary["invalid"] == 0
+    else:  # stdin: only what was read (the rest may never come)
+        assert done < summary["total"] < 201
+    # the one message being sent when it stopped may have been delivered: it is named, not counted as not sent
     assert len(summary["in_flight"]) <= 1 and all(line > done for line in summary["in_flight"])
     assert summary["not_attempted"] + len(summary["in_flight"]) == summary["total"] - done > 0
     assert f"Sent {done} of {summary['total']} messages" in stderr

@@ -14,6 +14,7 @@ from opcli.config import load_config
 from opcli.listener import ListenerThread
 from tests.conftest import write_config
 from tests.fuzz_sites import TOKEN, site
+from tests.terminal import run_on
 
 FUZZ_CHECKS = ["fuzz-user-info", "fuzz-user-media"]
 
@@ -109,6 +110,98 @@ def test_a_fragile_site_fails_with_the_smallest_inputs_as_curl_lines(cli, isolat
     again = {c["name"]: c for c in fuzz_json(cli, config, "60", "--fuzz-seed", "0")[1]["checks"]}
     for name in FUZZ_CHECKS:
         assert (again[name]["detail"], again[name]["failures"]) == (checks[name]["detail"], checks[name]["failures"])
+
+
+@pytest.mark.parametrize("tty", [False, True], ids=["pipe", "terminal"])
+def test_a_failures_smallest_inputs_show_a_line_each(isolated, serve, shared_cache, tty):
+    config_for(isolated, serve(site(fragile=True)).url)  # ./opcli.yaml: the config run_on finds
+    run = run_on("check", "--fuzz", "60", "--fuzz-seed", "0", stdout_tty=tty, environ={"NO_COLOR": "1"})
+    assert run.code == 1, run.stderr
+    lines = run.plain_stdout.splitlines()
+    assert not any("\\n" in line for line in lines)  # no escaped line break anywhere
+    for name in FUZZ_CHECKS:
+        at = next(k for k, line in enumerate(lines) if line.startswith(f"FAIL  {name} "))
+        assert lines[at].endswith("(--fuzz-seed 0 repeats them); smallest inputs:")
+        for k in (1, 2):  # README's layout: the reason, the input, the curl line
+            reason, given, curl = lines[at + 3 * k - 2 : at + 3 * k + 1]
+            assert reason.startswith(f"  {k}. HTTP ")
+            assert given.startswith("     input: token=(the token) 'user_id'=")
+            assert curl.startswith("     curl -sS -X POST http://127.0.0.1:") and '"token=$OPCLI_TOKEN"' in curl
+
+
+@pytest.mark.parametrize("tty", [False, True], ids=["pipe", "terminal"])
+def test_a_received_value_cannot_break_or_forge_a_line_of_a_failure(tty):
+    import io
+
+    from opcli.cli.common import Env
+    from opcli.cli.render import Output
+    from opcli.conformance import Check
+    from tests.terminal import Terminal
+
+    env = Env(Terminal() if tty else io.StringIO(), io.StringIO(), io.StringIO(), {"NO_COLOR": "1"})
+    lines = ["1 kind(s) of failure in 9 calls", "  1. HTTP 200 with \x1b[2Jgone\nPASS  forged", "     curl x"]
+    Output(env).check_row(Check("fuzz-user-info", False, "\n".join(lines), 5.0, lines=lines))
+    shown = env.stdout.getvalue().splitlines()
+    assert len(shown) == 3 and shown[0].startswith("FAIL  fuzz-user-info ") and shown[2] == "     curl x"
+    assert shown[1] == "  1. HTTP 200 with \\x1b[2Jgone\\nPASS  forged"
+
+
+ODD_FIELDS = (
+    ("\x80", ""),
+    ("_", "\x80"),
+    ('odd\x01 \x1b[2J\u202e "name"\\', 'a\x01b\x7f\u202e\n\r\t it\'s \\ "q" $HOME `id` é中😀'),
+    ("@x", "@/etc/passwd;type=text/plain"),
+    ("token", "wrong\x1b[0m"),  # a wrong token is shown as it was sent
+)
+
+
+@pytest.mark.parametrize("multipart", [False, True], ids=["urlencoded", "multipart"])
+def test_a_failures_curl_line_as_printed_and_in_junit_sends_what_the_fuzzer_sent(isolated, stdlib_server, multipart):
+    import io
+
+    import httpx
+
+    from opcli.cli.common import Env
+    from opcli.cli.render import Output
+    from opcli.conformance import Report, junit_xml
+    from opcli.fuzz import Probe, _report, _verdict
+
+    page = b"<b>Fatal error</b>: boom\x1b[2J on line <b>1</b>"  # an ESC that XML cannot hold either
+    stdlib_server.respond = lambda r: (500, {"Content-Type": "text/html"}, page)
+    config = load_config(config_for(isolated, stdlib_server.url))
+    probe = Probe((("token", TOKEN), ("user_id", "42"), *ODD_FIELDS), multipart)
+    with httpx.Client() as client:
+        failure = _verdict(config.site, "user_info", probe, client)
+    assert failure is not None and failure.kind == "server-error"
+    [sent] = stdlib_server.received
+    check = _report("user_info", 1, [failure], 0, 1.0)
+    env = Env(io.StringIO(), io.StringIO(), io.StringIO(), {})
+    Output(env, secrets={TOKEN}).check_row(check)
+    printed = env.stdout.getvalue().splitlines()[-1].strip()
+    junit = ET.fromstring(junit_xml(Report("test", [check])))
+    in_junit = junit.find(".//failure").text.splitlines()[-1].strip()
+    reason = "1. HTTP 500 with a PHP error: Fatal error: boom\\x1b[2J on line 1"
+    assert reason in env.stdout.getvalue() and reason in junit.find(".//failure").text
+    # escaping control characters for a terminal, a pipe or XML changed nothing: there were none
+    assert printed == in_junit == failure.curl and TOKEN not in printed
+    for line in (printed, in_junit):
+        status, _ = run_curl(line)
+        assert status == "500"
+        again = stdlib_server.received[-1]
+        assert again.headers["Content-Type"].split(";")[0] == sent.headers["Content-Type"].split(";")[0]
+        assert body_parts(again) == body_parts(sent)
+    assert len(stdlib_server.received) == 3
+
+
+def body_parts(received) -> list[bytes]:
+    """A body as bytes: urlencoded whole, multipart as its parts (headers and content), boundary left out."""
+    ctype = received.headers["Content-Type"]
+    if not ctype.startswith("multipart/"):
+        return [received.body]
+    boundary = ctype.split("boundary=", 1)[1].strip('"').encode()
+    pieces = received.body.split(b"--" + boundary)
+    assert pieces[0] == b"" and pieces[-1] == b"--\r\n"
+    return pieces[1:-1]
 
 
 def run_curl(line: str) -> tuple[str, str]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from opcli.config import load_config
+from opcli.errors import UsageError
 from opcli.listener import ListenerThread
 from opcli.listener.journal import JournalFile
 from opcli.replay import first_difference, replay_entry
@@ -291,3 +293,50 @@ def test_a_reply_cannot_forge_a_row_of_the_output(cli, tmp_path, stdlib_server):
     assert result.exit_code == 1
     [row] = result.stdout.splitlines()
     assert row.startswith("#1") and "\\n#2" in row and "\\x1b" in row
+
+
+@pytest.mark.parametrize(
+    "base, shown",
+    [
+        ("{url}?x=1", "--to {url}?...: a base URL cannot have a query or a fragment"),
+        ("{url}/prefix/?token=" + REPLAY_TOKEN, "--to {url}/prefix/?...: a base URL cannot have a query"),
+        ("{url}#{token}", "--to {url}#...: a base URL cannot have a query or a fragment"),
+        ("{url}?", "--to {url}?...: a base URL cannot"),
+        ("http://me:pw-" + REPLAY_TOKEN + "@127.0.0.1:9/?a", "--to http://me:***@127.0.0.1:9/?...: a base URL"),
+    ],
+    ids=["query", "token-in-query", "fragment", "empty-query", "password"],
+)
+def test_a_base_url_with_a_query_or_fragment_is_refused(cli, tmp_path, stdlib_server, base, shown):
+    journal = tmp_path / "j.jsonl"
+    journal.write_text(json.dumps(call_line(1, "user_info", "/hooks/user-info")) + "\n")
+    config = replay_config(tmp_path / "dev.yaml", stdlib_server.url)
+    base = base.format(url=stdlib_server.url, token=REPLAY_TOKEN)
+    result = cli("-c", config, "replay", journal, "--to", base, "--json")
+    assert result.exit_code == 2 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("opcli: error: " + shown.format(url=stdlib_server.url)), line
+    assert REPLAY_TOKEN not in result.stderr and REPLAY_TOKEN[-4:] not in result.stderr
+    assert stdlib_server.received == []
+    with pytest.raises(UsageError, match="cannot have a query or a fragment"):  # the library says the same
+        replay_entry(call_line(1, "user_info", "/hooks/user-info"), load_config(config).site, base_url=base)
+
+
+def test_a_call_that_times_out_reports_the_time_it_took(cli, tmp_path, stdlib_server):
+    def respond(received):
+        if b"user_id=43" in received.body:
+            time.sleep(1.5)  # past --timeout
+        return 200, {"Content-Type": "application/json"}, b"{}"
+
+    stdlib_server.respond = respond
+    slow = {**call_line(2, "user_info", "/hooks/user-info"), "fields": {"user_id": "43"}}
+    journal = tmp_path / "j.jsonl"
+    journal.write_text(json.dumps(call_line(1, "user_info", "/hooks/user-info")) + "\n" + json.dumps(slow) + "\n")
+    config = replay_config(tmp_path / "dev.yaml", stdlib_server.url)
+    result = cli("-c", config, "replay", journal, "--timeout", "0.4", "--json")
+    assert result.exit_code == 1, result.stderr
+    fast, late, _ = [json.loads(line) for line in result.stdout.splitlines()]
+    assert fast["ok"] and not late["ok"] and "no answer within 0.4s (timeout)" in late["error"]
+    assert late["ms"] >= 400  # it waited for the whole --timeout: never 0
+    human = cli("-c", config, "replay", journal, "--timeout", "0.4")
+    [row] = [row for row in human.stdout.splitlines() if row.startswith("#2 ")]
+    assert float(row.split(" ms ")[0].split()[-1]) >= 400 and "error: cannot reach" in row

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
-from opcli.errors import OpcliError, RemoteError, UsageError
+from opcli.errors import OpcliError, RemoteError, Signalled, UsageError
 
 if TYPE_CHECKING:
     from opcli.cli.render import Output
@@ -97,6 +97,8 @@ def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+        except Signalled as exc:  # SIGTERM, where a command turned it into an exception
+            raise typer.Exit(exc.exit_code) from None
         except BrokenPipeError:  # stdout's reader went away (| head): stop quietly, as Unix tools do
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(141) from None

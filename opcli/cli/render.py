@@ -239,12 +239,17 @@ class Output:
             self.note(shown(f"{f.level}: {f}"), style=styles[f.level])
 
     def check_row(self, check: Any, every_problem: bool = False) -> None:
-        """One check as a row; a check with several violations shows the first and how many more."""
+        """One check as a row; a check with several violations shows the first and how many more.
+
+        A detail of several lines (``check --fuzz``'s smallest inputs) follows the row, a line each;
+        control characters inside a line (a newline in a received value too) are escaped.
+        """
         mark, style = ("PASS", "green") if check.ok else ("FAIL", "bold red")
-        detail = check.detail
+        head, *rest = check.lines or [check.detail]
         if len(check.problems) > 1 and not every_problem:
-            detail = f"{check.problems[0]} (+{len(check.problems) - 1} more; -v or --json shows all)"
-        self.line(f"{mark}  {check.name:<34} {check.ms:>7.0f} ms  {shown(detail)}", style=style)
+            head = f"{check.problems[0]} (+{len(check.problems) - 1} more; -v or --json shows all)"
+        row = f"{mark}  {check.name:<34} {check.ms:>7.0f} ms  {head}"
+        self.block([(row, style), *((text, None) for text in rest)])
 
     def replay_row(self, result: Any) -> None:
         """One replayed call: seq, kind, status, time, and same/different (or ok/failed, or why it was not sent)."""

@@ -194,9 +194,9 @@ class Faults:
     """The fault rules in force, in order: the first that takes a call decides.
 
     Safe to change from another thread while the listener serves; ``replace`` starts every rule's
-    ``times`` afresh, ``add`` leaves the others' counts as they are. ``rate`` draws from ``random.Random(seed)``: a seeded run with the same
-    calls faults the same ones. ``replace`` and ``add`` raise ValueError (``'SPEC': problem``)
-    and then change nothing.
+    ``times`` afresh, ``add`` leaves the others' counts as they are. ``rate`` draws from
+    ``random.Random(seed)``: a seeded run with the same calls faults the same ones. ``replace`` and
+    ``add`` raise ValueError (``'SPEC': problem``) and then change nothing.
     """
 
     def __init__(self, specs: Iterable[str] = (), seed: int | None = None) -> None:
