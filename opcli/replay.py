@@ -133,7 +133,8 @@ def line_problem(line: Any) -> str | None:
 def read_journal(
     source: str, stdin: IO[str] | None = None, *, seqs: set[int] | None = None, kind: str | None = None
 ) -> list[dict[str, Any]]:
-    """The ``call`` lines to replay from a journal file (``-``: stdin); ``unknown`` calls are left out.
+    """The ``call`` lines to replay from a journal file (``-``: stdin); ``unknown`` calls are left out,
+    and so are calls refused before their body was read.
 
     They come in the file's order, which is seq order (a file appended by several listener runs
     holds them one after the other; ``seqs`` then picks those seqs in each run). Raises
@@ -160,6 +161,8 @@ def read_journal(
             problem = line_problem(line)
             if problem:
                 raise UsageError(f"{name}:{number}: cannot replay this call: {problem}")
+            if line.get("token_ok") is None and not line["fields"] and not line.get("body"):
+                continue  # refused before its body was read (malformed HTTP, 415): nothing of it to send again
             if (seqs is None or line["seq"] in seqs) and (kind is None or line["kind"] == kind):
                 found.append(line)
     except UnicodeDecodeError as exc:

@@ -433,3 +433,15 @@ def test_every_answered_call_is_in_the_journal_even_after_kill_9(listen_proc, is
     proc.wait()
     journaled = {json.loads(line)["fields"]["user_id"] for line in journal.read_text().splitlines()[1:]}
     assert len(answered) >= 10 and set(answered) <= journaled
+
+
+def test_a_call_answered_early_then_stalled_is_journaled_once(raw):
+    exchange, journal, _ = raw
+    head = (
+        b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 999999999999\r\n\r\ntoken="
+    )
+    response = exchange(head)  # answered 413 at once; then the body stalls past listen.timeouts.body
+    assert response.count(b"HTTP/1.1 ") == 1 and b" 413 " in response.split(b"\r\n")[0]
+    time.sleep(0.8)
+    assert [line["status"] for line in journal] == [413]

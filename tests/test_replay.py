@@ -340,3 +340,16 @@ def test_a_call_that_times_out_reports_the_time_it_took(cli, tmp_path, stdlib_se
     human = cli("-c", config, "replay", journal, "--timeout", "0.4")
     [row] = [row for row in human.stdout.splitlines() if row.startswith("#2 ")]
     assert float(row.split(" ms ")[0].split()[-1]) >= 400 and "error: cannot reach" in row
+
+
+def test_a_call_refused_before_its_body_was_read_is_not_replayed(cli, tmp_path, stdlib_server):
+    # what the listener journals for malformed HTTP to an endpoint: its kind, but nothing it read
+    broken = {**call_line(1, "user_info", "/hooks/user-info"), "content_type": None, "fields": {}, "status": 400}
+    broken["token_ok"] = None
+    good = call_line(2, "user_info", "/hooks/user-info")
+    config = replay_config(tmp_path / "dev.yaml", stdlib_server.url)
+    stdlib_server.reply_json(200, {})
+    result = cli("-c", config, "replay", "-", "--json", input=f"{json.dumps(broken)}\n{json.dumps(good)}\n")
+    *calls, summary = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [c["seq"] for c in calls] == [2] and summary["summary"]["total"] == 1
+    assert len(stdlib_server.received) == 1

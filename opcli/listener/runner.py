@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import signal
@@ -245,13 +244,18 @@ def serve(
             panel.cancel()
 
     def counted_out(why: str) -> None:  # --count reached: stop once the callbacks it waits for ended
-        # calls already under way (a burst of clients) still get their 503 before the server closes
-        later = functools.partial(asyncio.get_running_loop().call_later, STOP_GRACE_SECONDS, stop, why)
-        if panel is None:
+        loop = asyncio.get_running_loop()
+
+        def done() -> None:
+            reasons.append(why)  # reached: a --timeout that fires during the grace does not make it 124
             app.accepting = False
-            later()
+            # calls already under way (a burst of clients) still get their 503 before the server closes
+            loop.call_later(STOP_GRACE_SECONDS, stop, why)
+
+        if panel is None:
+            done()
         else:
-            panel.finish(later)
+            panel.finish(done)
 
     def journal_failed(error: JournalError) -> None:
         failures.append(error)
