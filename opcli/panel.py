@@ -10,7 +10,7 @@ import httpx
 
 from opcli.client import Log, Outgoing, Reply, deliver, webhook
 from opcli.config import Site
-from opcli.protocol import Finding, check_reply
+from opcli.protocol import Finding, check_reply, kind_name
 
 
 @dataclass
@@ -72,6 +72,7 @@ def fetch(
 
     Network trouble raises UnreachableError; what the site answered is in the returned Judged.
     """
+    kind = kind_name(kind, ("user_info", "user_media"))  # user-info too; ValueError for another
     request = webhook(site, kind, [("user_id", str(user_id))])
     return judge(kind, deliver(site, request, http=http, timeout=timeout, log=log), user_id)
 

@@ -442,9 +442,11 @@ def _check_media(body: dict) -> list[Finding]:
 def check_reply(kind: str, body: Any, requested_id: int | None = None) -> tuple[Any, list[Finding]]:
     """Check a webhook reply against the contract; returns the unwrapped object and findings.
 
-    ``kind`` is ``user_info`` or ``user_media``. Violations make the reply unusable by the
-    panel; warnings are worth fixing; a notice says the reply came in an envelope.
+    ``kind`` is ``user_info`` or ``user_media`` (or ``user-info``...; ValueError for another).
+    Violations make the reply unusable by the panel; warnings are worth fixing; a notice says the
+    reply came in an envelope.
     """
+    kind = kind_name(kind, ("user_info", "user_media"))
     if envelope_failed(body):
         msg = envelope_message(body) or "(no message)"
         return body, [Finding("violation", "status", f"the site answered status 0: {msg}")]

@@ -93,3 +93,17 @@ def test_load_mix_reads_either_spelling(cli, tmp_path):
     result = cli("-c", write_config(tmp_path / "w.yaml"), "load", "--mix", "user-infos=1", "--user-ids", "1")
     assert result.exit_code == 2
     assert "--mix 'user-infos=1': expected NAME=WEIGHT,... with NAME one of message_sent" in result.stderr
+
+
+def test_the_library_takes_either_spelling_and_names_a_bad_kind():
+    from opcli import fetch
+
+    with ListenerThread() as listener:
+        judged = fetch(listener.site, "user-info", 42)
+        assert judged.reply.status == 200 and judged.data["id"] == 42 and not judged.violations
+        assert fetch(listener.site, "user-media", 42).reply.url.endswith("/hooks/user-media")
+        with pytest.raises(ValueError, match="unknown kind 'user-infos'"):
+            fetch(listener.site, "user-infos", 42)
+        with pytest.raises(ValueError, match="unknown kind 'message_sent'"):
+            fetch(listener.site, "message_sent", 42)  # a kind, but no webhook the panel fetches
+        assert listener.site.url("send-message").endswith("/hooks/send-message")

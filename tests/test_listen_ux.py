@@ -55,7 +55,7 @@ def test_calls_to_unknown_paths_are_named_in_the_summary(listen_proc):
         curl(f"{proc.url}/elsewhere/{n % 4}")
     assert proc.wait() == 124
     assert (
-        "0 calls, 0 rejected; 6 calls to an unknown path (/hooks/user_info, /elsewhere/0, /elsewhere/1, ...)"
+        "0 calls, 0 rejected; 6 calls to no endpoint (POST /hooks/user_info, GET /elsewhere/0, GET /elsewhere/1, ...)"
         in proc.stderr
     )
 

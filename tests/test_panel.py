@@ -310,3 +310,12 @@ def test_demo_runs_every_step(cli):
     ):
         assert expected in result.stdout
     assert "FAIL" not in result.stdout
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_an_http_error_is_a_refusal_not_an_empty_profile(cli, serve, site_at, json_out):
+    site_at(serve(broken_site(profile={"status": 0, "message": "boom"}, status=500)).url)
+    result = cli("user-info", 42, *(["--json"] if json_out else []))
+    assert result.exit_code == 1
+    assert "/hooks/user-info refused it: HTTP 500" in result.stderr and "breaks the contract" not in result.stderr
+    assert (json.loads(result.stdout) == {"status": 0, "message": "boom"}) if json_out else result.stdout == ""

@@ -239,7 +239,16 @@ def reply_outcome(out: Output, reply: Any, what: str) -> None:
 
 
 def judged_outcome(out: Output, kind: str, judged: Any) -> None:
-    """Show a user-info/user-media reply and what the contract says of it; violations are exit 1."""
+    """Show a user-info/user-media reply and what the contract says of it; violations are exit 1.
+
+    A non-2xx or non-JSON reply shows no profile: the error says what came instead (with --json,
+    stdout still holds what the site sent).
+    """
+    reply = judged.reply
+    if not 200 <= reply.status < 300 or not reply.is_json:
+        if out.json_mode:
+            out.webhook_reply(kind, judged.data)
+        raise RemoteError(f"{reply.url} refused it: {judged.failure}")
     out.webhook_reply(kind, judged.data)
     out.findings(judged.findings)
     if judged.violations:

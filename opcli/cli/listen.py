@@ -191,7 +191,7 @@ def _elsewhere(outcome: Any) -> str:
 
     paths = [shown(path) for path in tally.unknown_paths]
     listed = ", ".join(paths[:3]) + (", ..." if len(paths) > 3 else "")
-    return f"; {_n(tally.unknown, 'call')} to an unknown path ({listed})"
+    return f"; {_n(tally.unknown, 'call')} to no endpoint ({listed})"
 
 
 def _n(count: int, noun: str) -> str:

@@ -26,7 +26,13 @@ class Site:
     check: dict[str, int] = field(default_factory=dict)
 
     def url(self, kind: str) -> str:
-        """The URL of a call: ``message_sent`` (the panel) or one of the three webhooks."""
+        """The URL of a call: ``message_sent`` (the panel) or one of the three webhooks.
+
+        ``kind`` as a user may write it (``user-info``); ValueError for no kind at all.
+        """
+        from opcli.protocol import kind_name
+
+        kind = kind_name(kind)
         url = self.panel_url if kind == "message_sent" else self.webhooks.get(kind)
         if not url:
             key = "panel_url" if kind == "message_sent" else f"webhooks.{kind}"

@@ -143,7 +143,7 @@ class Tally:
     callbacks: int = 0
     failed_callbacks: int = 0
     unknown: int = 0  # calls to no endpoint, health checks (GET / answered) aside
-    unknown_paths: list[str] = field(default_factory=list)  # the first few distinct ones, to name them
+    unknown_paths: list[str] = field(default_factory=list)  # the first few distinct "METHOD path", to name them
     dropped: int = 0  # lines stdout could not take (the journal file has them)
 
     def __call__(self, line: Line) -> None:
@@ -155,8 +155,9 @@ class Tally:
                 if line.path == "/" and line.method in ("GET", "HEAD") and not line.rejected:
                     return  # a health check: no sign of a misconfigured client
                 self.unknown += 1
-                if len(self.unknown_paths) < 4 and line.path not in self.unknown_paths:
-                    self.unknown_paths.append(line.path)
+                where = f"{line.method} {line.path}"  # a GET to an endpoint's path is no call to it either
+                if len(self.unknown_paths) < 4 and where not in self.unknown_paths:
+                    self.unknown_paths.append(where)
             elif self.count is None or self.counted < self.count:
                 self.counted += 1
                 self.rejected += line.rejected
