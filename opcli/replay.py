@@ -56,6 +56,7 @@ class Replayed:
     diff: str | None = None
     error: str | None = None
     unreachable: bool = False
+    not_compared: str | None = None  # --expect-same, but the recorded reply was no site's answer to it
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` line."""
@@ -346,6 +347,16 @@ def first_difference(expected: Any, actual: Any, ignore: Iterable[str] = (), pat
     return None
 
 
+def uncomparable(line: dict[str, Any]) -> str | None:
+    """Why a journaled reply cannot be compared with a replay's (or None): a fault answered it, or
+    it was sent with a wrong token (replay sends a valid one)."""
+    if line.get("fault"):
+        return "its recorded reply was a fault's"
+    if line.get("token_ok") is False:
+        return "it was recorded with a wrong token"
+    return None
+
+
 def compare(line: dict[str, Any], result: Replayed, ignore: Iterable[str] = ()) -> str | None:
     """How a replayed call's reply differs from the journaled one (HTTP status, then the body), or None."""
     if line.get("status") != result.status:
@@ -405,7 +416,9 @@ def replay(
                 return Replayed(
                     line["seq"], line["kind"], url, ms=ms, error=str(exc), unreachable=isinstance(exc, UnreachableError)
                 )
-            if expect_same:
+            if expect_same and (why := uncomparable(line)) is not None:
+                result.not_compared = why  # ok as any replayed call is; counted neither same nor different
+            elif expect_same:
                 result.diff = compare(line, result, ignore)
                 result.same = result.diff is None
                 result.ok = result.same

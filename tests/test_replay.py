@@ -353,3 +353,22 @@ def test_a_call_refused_before_its_body_was_read_is_not_replayed(cli, tmp_path, 
     *calls, summary = [json.loads(line) for line in result.stdout.splitlines()]
     assert [c["seq"] for c in calls] == [2] and summary["summary"]["total"] == 1
     assert len(stdlib_server.received) == 1
+
+
+def test_expect_same_leaves_out_faulted_and_wrong_token_calls(cli, tmp_path, stdlib_server):
+    faulted = {**call_line(1, "user_info", "/hooks/user-info"), "status": 500, "fault": "user_info:status=500"}
+    wrong = {**call_line(2, "user_info", "/hooks/user-info"), "status": 401, "token_ok": False}
+    plain = {**call_line(3, "user_info", "/hooks/user-info"), "status": 401}
+    config = replay_config(tmp_path / "dev.yaml", stdlib_server.url)
+    stdlib_server.reply_json(200, {})
+    journal = "".join(json.dumps(line) + "\n" for line in (faulted, wrong, plain))
+    result = cli("-c", config, "replay", "-", "--expect-same", input=journal)
+    assert result.exit_code == 1  # the third one differs: it was rejected, now it is not
+    rows = result.stdout.splitlines()
+    assert "ok (not compared: its recorded reply was a fault's)" in rows[0]
+    assert "ok (not compared: it was recorded with a wrong token)" in rows[1]
+    assert "different: HTTP status: expected 401, got 200" in rows[2]
+    result = cli("-c", config, "replay", "-", "--expect-same", "--json", input=journal)
+    *lines, summary = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(line["same"], line["ok"]) for line in lines] == [(None, True), (None, True), (False, False)]
+    assert summary["summary"]["same"] == 0 and summary["summary"]["different"] == 1

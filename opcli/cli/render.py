@@ -258,7 +258,7 @@ class Output:
         elif result.same is not None:
             verdict = "same" if result.same else f"different: {shown(result.diff)}"
         elif result.ok:
-            verdict = "ok"
+            verdict = "ok" + (f" (not compared: {result.not_compared})" if result.not_compared else "")
         else:  # what the site said, a newline escaped like any control character: it cannot forge a row
             message = result.reply.get("message") if isinstance(result.reply, dict) else None
             verdict = f"failed: {shown(message)}" if isinstance(message, str) and message else "failed"
