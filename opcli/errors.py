@@ -12,6 +12,8 @@ exit code. Messages never contain a token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class OpcliError(Exception):
     """Base of every error opcli reports without a traceback."""
@@ -62,3 +64,20 @@ class Signalled(BaseException):
 def raise_signalled(signum: int, frame: object) -> None:
     """A signal handler: raise ``Signalled`` where the main thread is."""
     raise Signalled(signum)
+
+
+def raise_on(*signums: int) -> Callable[[], None]:
+    """Make these signals raise ``Signalled`` (only the main thread can set handlers: elsewhere,
+    nothing changes); returns what puts the previous handlers back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {signum: signal.signal(signum, raise_signalled) for signum in signums}
+
+    def undo() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+
+    return undo

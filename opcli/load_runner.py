@@ -30,7 +30,7 @@ from typing import Any
 
 from opcli.client import check_file
 from opcli.config import Config
-from opcli.errors import OpcliError, Signalled, UsageError, raise_signalled
+from opcli.errors import OpcliError, Signalled, UsageError, raise_on
 from opcli.protocol import mask_token, parse_id
 
 #: What a ``message_sent`` of a load test carries besides its text, in ``--content`` weights.
@@ -320,8 +320,7 @@ def _run(argv: list[str], env: dict[str, str], token: str, log: Log | None) -> t
     )
     pump = threading.Thread(target=_pump, args=(proc.stdout, token, log), daemon=True)
     pump.start()
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, raise_signalled) if in_main else None
+    undo_signals = raise_on(signal.SIGTERM)
     interrupted = None
     try:
         try:
@@ -338,8 +337,7 @@ def _run(argv: list[str], env: dict[str, str], token: str, log: Log | None) -> t
                 os.killpg(proc.pid, signal.SIGKILL)  # asked twice: stop now, summary or not
                 code = proc.wait()
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        undo_signals()
         if proc.poll() is None:  # an exception of ours: never leave a load generator running
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

@@ -23,7 +23,7 @@ from opcli.cli.common import (
     reply_outcome,
     state,
 )
-from opcli.errors import OpcliError, RemoteError, UsageError, raise_signalled
+from opcli.errors import OpcliError, RemoteError, UsageError, raise_on
 
 
 def send(
@@ -165,7 +165,9 @@ def _send_batch(
     report = json_out  # the summary's JSON line; the human one goes to stderr whatever happens
     # SIGTERM stops the batch as Ctrl-C does (summary, then exit 143); a second one during the
     # summary kills at once
-    terminate = _on_sigterm(raise_signalled)
+    import signal
+
+    undo_signals = raise_on(signal.SIGTERM)
     try:
         with progress:
             if st.env.stderr_tty:
@@ -189,22 +191,11 @@ def _send_batch(
             report = None
         raise
     finally:  # on every other exit (Ctrl-C, SIGTERM, exit 3, a closed stdout): what was done, and where to resume
-        _on_sigterm(terminate)
+        undo_signals()
         if report is not None:
             _summary(out, summary, report)
     if summary.failed:
         raise RemoteError(f"{summary.failed} of {summary.total} messages failed")
-
-
-def _on_sigterm(handler: Any) -> Any:
-    """Set SIGTERM's handler (only the main thread can); returns the one it replaced."""
-    import signal
-    import threading
-
-    if handler is None or threading.current_thread() is not threading.main_thread():
-        return None
-    previous = signal.signal(signal.SIGTERM, handler)
-    return signal.SIG_DFL if previous is None else previous  # None: set outside Python
 
 
 def _summary(out: Any, summary: Any, json_line: bool) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from opcli.config import Config, Site
-from opcli.errors import Signalled, UsageError, raise_signalled
+from opcli.errors import Signalled, UsageError, raise_on
 from opcli.listener.app import Listener, routes_of
 from opcli.listener.call import Call, Callback, Ready
 from opcli.listener.faults import parse_rules
@@ -272,7 +272,7 @@ def serve(
     book.subscribe(tally)
     raise_fd_limit()
     undo_logs = _quiet_logs()
-    previous = {sig: signal.signal(sig, raise_signalled) for sig in (signal.SIGINT, signal.SIGTERM)}
+    undo_signals = raise_on(signal.SIGINT, signal.SIGTERM)
     sock = None
     try:
         sock = bind(*address)
@@ -301,8 +301,7 @@ def serve(
     except KeyboardInterrupt:
         code, why = 130, "interrupted"
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        undo_signals()
         undo_logs()
         if sock is not None:
             sock.close()
