@@ -21,14 +21,24 @@ _OPTIONS = (
     | orjson.OPT_PASSTHROUGH_DATACLASS
     | orjson.OPT_APPEND_NEWLINE
 )
+_COMPACT = _OPTIONS & ~orjson.OPT_APPEND_NEWLINE
 
 
 def line(obj: Any) -> bytes:
     """One compact JSON document as a UTF-8 line, ``\\n`` included: JSON Lines (the journal, ``--json``), replies."""
+    return _encoded(obj, _OPTIONS, b"\n")
+
+
+def compact(obj: Any) -> bytes:
+    """``line`` without its newline: a reply's body."""
+    return _encoded(obj, _COMPACT, b"")
+
+
+def _encoded(obj: Any, option: int, end: bytes) -> bytes:
     try:
-        return orjson.dumps(obj, default=str, option=_OPTIONS)
+        return orjson.dumps(obj, default=str, option=option)
     except orjson.JSONEncodeError:  # a lone surrogate, a huge integer
-        return _standard(obj, (",", ":"), None) + b"\n"
+        return _standard(obj, (",", ":"), None) + end
 
 
 def dumps(obj: Any, indent: int | None = None) -> str:

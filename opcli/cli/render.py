@@ -101,7 +101,7 @@ class Output:
 
     def _json_text(self, obj: Any, indent: int | None = None) -> str:
         # one line: the same bytes as the listener's journal (jsonl.line); indented: for a person
-        text = jsonl.line(obj)[:-1].decode("utf-8") if indent is None else dumps(obj, indent)
+        text = jsonl.compact(obj).decode("utf-8") if indent is None else dumps(obj, indent)
         return self.redact(text).translate(_JSON_ESCAPES)
 
     def json(self, obj: Any) -> None:

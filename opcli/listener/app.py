@@ -29,8 +29,8 @@ from opcli.errors import ConfigError
 from opcli.listener.call import Call
 from opcli.listener.canned import Canned
 from opcli.listener.faults import Faults, respond
-from opcli.listener.forms import Body, ClientGone, Rejected, header, media_type, read_form
-from opcli.listener.http import Rules
+from opcli.listener.forms import Body, ClientGone, Rejected, media_type, read_form
+from opcli.listener.http import EXTENSION, Rules
 from opcli.listener.inspector import PREFIX as INSPECTOR
 from opcli.listener.inspector import Inspector
 from opcli.listener.journal import Journal, JournalError
@@ -146,15 +146,17 @@ class Listener:
         method = scope["method"]
         kind = self.routes.get(path) if method == "POST" else None
         call = Call(kind=kind or "unknown", method=method, path=path)
-        replayed = header(scope, _REPLAY_HEADER)
-        if replayed.isdigit():
+        sent = dict(reversed(scope["headers"]))  # the request's headers: the first of each name
+        replayed = sent.get(_REPLAY_HEADER)
+        if replayed is not None and replayed.isdigit():
             call.replay_of = int(replayed)
         headers: list[tuple[bytes, bytes]] = []
         try:
             if kind is None:
-                status, reply, content_type = self.elsewhere(call, scope, headers)
+                status, reply, content_type = self.elsewhere(call, sent, headers)
             else:
-                (status, reply), content_type = await self.endpoint(call, kind, scope, receive), b"application/json"
+                answer = await self.endpoint(call, kind, scope, sent, receive)
+                (status, reply), content_type = answer, b"application/json"
         except Rejected as exc:
             status, reply, content_type = exc.status, {"status": 0, "message": exc.message}, b"application/json"
         except ClientGone:
@@ -171,12 +173,12 @@ class Listener:
         if raw is not None:
             body = raw.body
         else:
-            body = reply.encode("utf-8") if isinstance(reply, str) else jsonl.line(reply)[:-1]
+            body = reply.encode("utf-8") if isinstance(reply, str) else jsonl.compact(reply)
         try:
             self.journal.record(call)
         except JournalError as exc:
             self.accepting = False
-            status, body = 503, jsonl.line({"status": 0, "message": str(exc)})[:-1]
+            status, body = 503, jsonl.compact({"status": 0, "message": str(exc)})
             content_type = b"application/json"
             self.on_journal_error(exc)
         if call.fault is not None:
@@ -194,8 +196,9 @@ class Listener:
             }
         )
         await send({"type": "http.response.body", "body": body})
-        for hook in list(self.answered):
-            hook(call)
+        if self.answered:
+            for hook in list(self.answered):
+                hook(call)
 
     def bad_request(self, method: str, path: str, status: int, reply: dict[str, Any]) -> bytes:
         """A request the HTTP layer refused (malformed, too large, too slow): journaled, as JSON.
@@ -208,7 +211,7 @@ class Listener:
             self.journal.record(call)
         except JournalError as exc:
             self.on_journal_error(exc)
-        return jsonl.line(reply)[:-1]
+        return jsonl.compact(reply)
 
     def shutting_down(self) -> None:
         """Told as the server begins to stop: the mounted apps end their open streams and waits."""
@@ -220,18 +223,30 @@ class Listener:
     def on_journal_error(self, error: JournalError) -> None:
         """Told when the journal file failed; the runner replaces this to stop the listener."""
 
-    async def endpoint(self, call: Call, kind: str, scope: dict[str, Any], receive: Any) -> Answer:
+    async def endpoint(
+        self, call: Call, kind: str, scope: dict[str, Any], sent: dict[bytes, bytes], receive: Any
+    ) -> Answer:
         """A POST to one of the four endpoints: parse, token, fields, then the kind's answer."""
         if not self.accepting:
             raise Rejected(503, "the listener is stopping and takes no more calls")
-        content_type = header(scope, b"content-type")
+        content_type = sent.get(b"content-type", b"").decode("latin-1")
         call.content_type = media_type(content_type)
         body = Body(self.save_dir, keep_raw=self.forward is not None, secrets=self.journal.secrets)
+        settings = self.settings
         try:
-            await read_form(scope, receive, self.settings.max_body_bytes, self.settings.max_field_bytes, body)
+            await read_form(
+                content_type,
+                sent.get(b"content-length", b"").decode("latin-1"),
+                receive,
+                scope.get("extensions", {}).get(EXTENSION),
+                settings.max_body_bytes,
+                settings.max_field_bytes,
+                body,
+            )
             bad_attaches = self.fill(call, kind, body)
             refusal = self.check_token(call, body)  # token_ok is journaled for a faulted call too
-            answer = await self.faults.apply(call, scope)  # a fault rule's answer (after its delay), or None
+            # a fault rule's answer (after its delay), or None
+            answer = await self.faults.apply(call, scope) if self.faults else None
             if answer is None and self.forward is not None:
                 answer = self.forward.looped(kind, scope)
             if answer is None:
@@ -247,11 +262,12 @@ class Listener:
             body.discard_files()
             raise
         finally:
-            call.warnings += body.withhold_secrets()
-            call.files = self.shown_files(body)
-            call.body = body.close_raw(content_type)  # kept for rejected calls too: replay reproduces them
+            if body.uploads or body.raw is not None:  # (text fields alone leave nothing to do here)
+                call.warnings += body.withhold_secrets()
+                call.files = self.shown_files(body)
+                call.body = body.close_raw(content_type)  # kept for rejected calls too: replay reproduces them
 
-    def elsewhere(self, call: Call, scope: dict[str, Any], headers: list) -> tuple[int, Any, bytes]:
+    def elsewhere(self, call: Call, sent: dict[bytes, bytes], headers: list) -> tuple[int, Any, bytes]:
         """Anything but a POST to an endpoint: the health check at ``/``, else 404 or 405."""
         path, method = call.path, call.method
         if path == "/" and method in ("GET", "HEAD"):
@@ -261,7 +277,7 @@ class Listener:
                 "endpoints": {kind: path for path, kind in self.routes.items()},
                 "inspector": INSPECTOR,
             }
-            if "text/html" in header(scope, b"accept"):
+            if b"text/html" in sent.get(b"accept", b""):
                 rows = "".join(f"<li><code>POST {p}</code> &mdash; {k}</li>" for p, k in self.routes.items())
                 page = (
                     "<!doctype html><meta charset=utf-8><title>opcli listen</title><h1>opcli listen</h1>"
@@ -326,7 +342,10 @@ class Listener:
 
     def check_token(self, call: Call, body: Body) -> Rejected | None:
         """The token as PHP reads it (the last ``token`` field), compared in constant time: the 401 if wrong."""
-        token = next((v for k, v in reversed(body.fields) if k == "token"), None)
+        token = None
+        for name, value in body.fields:
+            if name == "token":
+                token = value  # the last one, as PHP reads it
         call.token_ok = token is not None and hmac.compare_digest(token.encode("utf-8"), self.token)
         if not call.token_ok:
             return Rejected(401, "missing token" if token is None else "invalid token")

@@ -91,7 +91,7 @@ class Canned:
         A profile from the config is one object shared by every call that got it: do not change it.
         """
         settings = self.settings
-        if user_id in self.users:
+        if self.users and user_id in self.users:  # (most runs override nobody)
             return self._answered(user_id, {**fill_template(settings.user_template, user_id), **self.users[user_id]})
         if user_id not in self._from_config:
             if len(self._from_config) >= self.CACHED:
@@ -111,7 +111,7 @@ class Canned:
 
     def user_media(self, user_id: int) -> list[dict[str, Any]]:
         """The private media of a user (none when not listed)."""
-        if user_id in self.media:
+        if self.media and user_id in self.media:
             return self.media[user_id]
         return self.settings.media.get(user_id, [])
 

@@ -179,30 +179,46 @@ class Body:
         return [f"file '{upload.filename}' holds the token: not saved" for upload in held]
 
 
-async def chunks(receive: Any, connection: Any = None) -> AsyncIterator[bytes]:
-    """The request body from an ASGI ``receive``, chunk by chunk; ClientGone on a disconnect.
+class Chunks:
+    """The request body from an ASGI ``receive``, chunk by chunk (``async for``); ClientGone on a disconnect.
 
     ``connection`` (``opcli.listener.http.Connection``) says when the protocol gave up on the
-    body (it stalled, or its HTTP framing broke): that becomes the answer.
+    body (it stalled, or its HTTP framing broke): that becomes the answer. (A class rather than an
+    async generator: the event loop tracks every async generator, which cost each call as much as
+    the rest of its reading.)
     """
-    while True:
-        message = await receive()
-        if connection is not None and connection.failure is not None:
-            raise Rejected(*connection.failure)
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = message.get("body", b"")
-        if chunk:
-            yield chunk
-        if not message.get("more_body", False):
-            return
+
+    def __init__(self, receive: Any, connection: Any = None) -> None:
+        self.receive = receive
+        self.connection = connection
+        self.ended = False
+
+    def __aiter__(self) -> Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self.ended:
+            message = await self.receive()
+            if self.connection is not None and self.connection.failure is not None:
+                raise Rejected(*self.connection.failure)
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            self.ended = not message.get("more_body", False)
+            chunk = message.get("body", b"")
+            if chunk:
+                return chunk
+        raise StopAsyncIteration
 
 
 def _decode(raw: bytes | bytearray, what: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise Rejected(400, f"{what} is not valid UTF-8 (byte {exc.start})") from None
+        raise _not_utf8(what, exc) from None
+
+
+def _not_utf8(what: str, error: UnicodeDecodeError) -> Rejected:
+    return Rejected(400, f"{what} is not valid UTF-8 (byte {error.start})")
 
 
 #: How much of a too-large body is still read (and dropped) so that the client gets the 413:
@@ -420,29 +436,39 @@ async def _read_urlencoded(stream: AsyncIterator[bytes], limit: int, field_limit
     if not data.strip():
         raise Rejected(400, "empty body")
     raw = body.open_raw()
-    pairs = bytes(data).split(b"&")
+    whole = bytes(data)
+    pairs = whole.split(b"&")
     if len(pairs) - pairs.count(b"") > MAX_PARTS:
         raise Rejected(413, f"more than {MAX_PARTS} fields in the body")
+    encoded = b"%" in whole or b"+" in whole  # most bodies need no decoding at all
+    fields = body.fields
     at = 0  # the stream offset of ``pair``
     for pair in pairs:
-        name, equals, value = pair.partition(b"=")
         if pair:
-            name_text = _decode(_unquoted(name), "a field name")
-            decoded = _unquoted(value)
-            if len(decoded) > field_limit:
+            name, equals, value = pair.partition(b"=")
+            name_bytes, value_bytes = (_unquoted(name), _unquoted(value)) if encoded else (name, value)
+            try:
+                name_text = name_bytes.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _not_utf8("a field name", exc) from None
+            if len(value_bytes) > field_limit:
                 raise _field_too_large(name_text, field_limit)
-            value_text = _decode(decoded, f"field '{name_text}'")
-            body.fields.append((name_text, value_text))
-            body.hide(name_text, name, at, urlencoded=True)
-            body.hide(value_text, value, at + len(name) + len(equals), urlencoded=True, name=name_text)
+            try:
+                value_text = value_bytes.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _not_utf8(f"field '{name_text}'", exc) from None
+            fields.append((name_text, value_text))
+            if raw is not None:
+                body.hide(name_text, name, at, urlencoded=True)
+                body.hide(value_text, value, at + len(name) + len(equals), urlencoded=True, name=name_text)
         at += len(pair) + 1
     if raw is not None:
-        raw.write(bytes(data))
+        raw.write(whole)
         raw.finish()
 
 
 def _unquoted(raw: bytes) -> bytes:
-    """A urlencoded name or value as bytes (``+`` a space, ``%XX`` a byte); most need no decoding at all."""
+    """A urlencoded name or value as bytes (``+`` a space, ``%XX`` a byte)."""
     if b"%" in raw or b"+" in raw:
         return unquote_to_bytes(raw.replace(b"+", b" "))
     return raw
@@ -465,15 +491,16 @@ def media_type(content_type: str) -> str | None:
     return _options(content_type)[0].decode("latin-1") or None
 
 
-async def read_form(scope: dict[str, Any], receive: Any, limit: int, field_limit: int, body: Body) -> None:
+async def read_form(
+    content_type: str, length: str, receive: Any, connection: Any, limit: int, field_limit: int, body: Body
+) -> None:
     """Read the request's form into ``body``; raises Rejected with the 4xx to answer.
 
-    ``limit`` caps the body, ``field_limit`` each text field (files stream; text is held whole).
+    ``content_type`` and ``length`` are the request's headers (``""`` when absent), ``connection``
+    its ``opcli.listener.http.Connection`` (or None). ``limit`` caps the body, ``field_limit``
+    each text field (files stream; text is held whole).
     """
-    content_type = header(scope, b"content-type")
     ctype, params = _options(content_type)
-    connection = scope.get("extensions", {}).get("opcli.connection")
-    length = header(scope, b"content-length")
     if length.isdigit() and int(length) > limit:
         raise Rejected(413, f"body of {length} bytes is larger than {limit} (listen.max_body_bytes)")
     if ctype == b"multipart/form-data":
@@ -482,9 +509,9 @@ async def read_form(scope: dict[str, Any], receive: Any, limit: int, field_limit
             raise Rejected(400, "multipart/form-data without a boundary")
         if len(boundary) > MAX_BOUNDARY:
             raise Rejected(400, f"multipart boundary longer than {MAX_BOUNDARY} bytes")
-        await _read_multipart(chunks(receive, connection), boundary, limit, field_limit, body)
+        await _read_multipart(Chunks(receive, connection), boundary, limit, field_limit, body)
     elif ctype == b"application/x-www-form-urlencoded":
-        await _read_urlencoded(chunks(receive, connection), limit, field_limit, body)
+        await _read_urlencoded(Chunks(receive, connection), limit, field_limit, body)
     else:
         raise Rejected(
             415,

@@ -242,17 +242,16 @@ class Guarded:
         self.header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
-        self.count_header_bytes(len(url))
+        self.header_bytes += len(url)
+        if self.header_bytes > self.rules.header_bytes:
+            raise _TooLarge()
         super().on_url(url)  # type: ignore[misc]
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.count_header_bytes(len(name) + len(value) + 4)
-        super().on_header(name, value)  # type: ignore[misc]
-
-    def count_header_bytes(self, size: int) -> None:
-        self.header_bytes += size
+        self.header_bytes += len(name) + len(value) + 4
         if self.header_bytes > self.rules.header_bytes:
             raise _TooLarge()
+        super().on_header(name, value)  # type: ignore[misc]
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()  # type: ignore[misc]
@@ -314,7 +313,7 @@ class Guarded:
         if body is None:
             from opcli import jsonl
 
-            body = jsonl.line(reply)[:-1]
+            body = jsonl.compact(reply)
         head = (
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"

@@ -133,9 +133,9 @@ class Inspector:
 
     def dumps(self, obj: Any) -> bytes:
         """``obj`` as JSON, the secrets masked (the journal's lines already are; an error may echo a request)."""
-        data = jsonl.line(obj)[:-1]
+        data = jsonl.compact(obj)
         if self.journal.carries_secret(data):
-            data = jsonl.line(hide_secrets_in(obj, self.journal.secrets))[:-1]
+            data = jsonl.compact(hide_secrets_in(obj, self.journal.secrets))
         return data
 
     def frame(self, item: Entry | str) -> bytes:

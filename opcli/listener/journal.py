@@ -45,7 +45,9 @@ class Journal:
         self.seq = 0
         self._entries: deque[Entry] = deque(maxlen=keep)
         self._subscribers: list[Callable[[Line], None]] = []
-        self._changed = threading.Condition(threading.RLock())
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._waiting = 0  # threads in wait_for: record() wakes them only when there are some
 
     def subscribe(self, subscriber: Callable[[Line], None]) -> Callable[[], None]:
         """Hand every later line to ``subscriber`` (in order of subscription); returns the unsubscribe."""
@@ -59,7 +61,10 @@ class Journal:
 
     def carries_secret(self, data: bytes) -> bool:
         """True when ``data`` (text or JSON) holds one of the secrets, in any of its forms."""
-        return any(needle in data for needle in self._needles)
+        for needle in self._needles:
+            if needle in data:
+                return True
+        return False
 
     def _hidden(self, entry: Entry) -> None:
         """Mask the secrets in ``entry``; costs one look at its line when there is none (the usual case)."""
@@ -76,7 +81,7 @@ class Journal:
 
     def record(self, entry: Entry) -> Entry:
         """Number an entry, hand it to every subscriber, keep it; a subscriber's error propagates."""
-        with self._changed:
+        with self._lock:
             self.seq += 1
             entry.seq = self.seq
             entry._line = None  # made now, with its seq
@@ -85,7 +90,8 @@ class Journal:
             for subscriber in list(self._subscribers):
                 subscriber(entry)
             self._entries.append(entry)
-            self._changed.notify_all()
+            if self._waiting:
+                self._changed.notify_all()
         return entry
 
     def entries(self, kind: str | None = None, after: int = 0, event: str | None = None) -> list[Entry]:
@@ -128,7 +134,11 @@ class Journal:
             return len(found) >= count
 
         with self._changed:
-            self._changed.wait_for(enough, timeout)
+            self._waiting += 1
+            try:
+                self._changed.wait_for(enough, timeout)
+            finally:
+                self._waiting -= 1
         return found[:count], len(found) >= count
 
 
