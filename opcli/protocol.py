@@ -255,7 +255,9 @@ def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tup
             raise ValueError(f"{name} is not a photo field (attaches[N][file_url] or attaches[N][big])")
         else:
             rest.append((name, value))
-    return [photos[k] for k in sorted(photos)] + from_json, rest
+    if photos:
+        from_json = [photos[k] for k in sorted(photos)] + from_json
+    return from_json, rest
 
 
 # --- envelopes -----------------------------------------------------------------------------

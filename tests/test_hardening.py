@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -378,6 +379,29 @@ def test_keep_alive_requests_in_a_row_still_work(raw):
     )
     response = exchange(request, request)
     assert response.count(b"HTTP/1.1 200 OK") == 2 and [line["status"] for line in journal] == [200, 200]
+
+
+def test_pipelined_requests_are_answered_in_order_each_whole(raw):
+    """Three requests in one write: three responses, in order, each head with its own body."""
+    exchange, journal, _ = raw
+
+    def request(body: str) -> bytes:
+        return (
+            b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body.encode())
+        )
+
+    response = exchange(
+        request(f"token={TOKEN}&user_id=42") + request("token=bad&user_id=42") + request(f"token={TOKEN}&user_id=7")
+    )
+    answers = []
+    while response:
+        head, _, rest = response.partition(b"\r\n\r\n")
+        length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))
+        answers.append((head.split(b" ")[1], json.loads(rest[:length])))
+        response = rest[length:]
+    assert [(status, reply.get("id")) for status, reply in answers] == [(b"200", 42), (b"401", None), (b"200", 7)]
+    assert [line["status"] for line in journal] == [200, 401, 200]
 
 
 def test_stopping_with_an_upload_in_flight_is_prompt_and_quiet(listen_proc, isolated):

@@ -72,19 +72,13 @@ class Connection:
 
 
 class ConnectionAccess:
-    """Mixin for a uvicorn HTTP protocol: one ``Connection`` per TCP connection, in every request's scope."""
+    """Mixin for a uvicorn HTTP protocol: one ``Connection`` per TCP connection, for every request's scope.
+
+    (The protocol puts it in the scope: ``Guarded`` as the request's headers end, ``H11Protocol``
+    around the app.)
+    """
 
     connection: Connection
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        app = self.app  # type: ignore[has-type]
-
-        async def with_connection(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            scope.setdefault("extensions", {})[EXTENSION] = self.connection
-            await app(scope, receive, send)
-
-        self.app = with_connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.connection = Connection(transport)
@@ -136,6 +130,11 @@ class JoinedWrites:
         self.head: bytes | None = None
         self.started = False
 
+    def response_complete(self) -> None:
+        """Ready for the connection's next response (one object serves its responses in turn)."""
+        self.flush()
+        self.started = False
+
     def write(self, data: bytes) -> None:
         if not self.started:
             self.started = True
@@ -176,6 +175,7 @@ class Guarded:
         super().connection_made(transport)  # type: ignore[misc]
         app = getattr(self.config, "app", None)  # type: ignore[attr-defined]
         self.rules: Rules = getattr(app, "connection_rules", None) or Rules()
+        self.joined = JoinedWrites(transport, self.loop)  # type: ignore[attr-defined]
         self.on_bad_request = getattr(app, "bad_request", None)
         self.phase = "idle"
         self.header_bytes = 0
@@ -254,10 +254,11 @@ class Guarded:
         super().on_header(name, value)  # type: ignore[misc]
 
     def on_headers_complete(self) -> None:
+        self.scope["extensions"] = {EXTENSION: self.connection}  # type: ignore[attr-defined]
         super().on_headers_complete()  # type: ignore[misc]
         cycle = self.cycle  # type: ignore[attr-defined]
         if cycle is not None and cycle.transport is self.transport:  # the request's own cycle
-            cycle.transport = JoinedWrites(self.transport, self.loop)  # type: ignore[attr-defined]
+            cycle.transport = self.joined
         self.phase = "body"
         self.arm(self.rules.body)
 
@@ -267,7 +268,18 @@ class Guarded:
         self.arm(None)
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()  # type: ignore[misc]
+        """uvicorn's, without its keep-alive timer: the idle rule's timer closes an idle connection.
+
+        (A timer set after every response and cancelled by the next request cost more than it did.)
+        """
+        self.joined.response_complete()
+        self.server_state.total_requests += 1  # type: ignore[attr-defined]
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()  # type: ignore[attr-defined]
+        if self.pipeline:  # type: ignore[attr-defined]  # a pipelined request waits: its turn now
+            cycle, app = self.pipeline.pop()  # type: ignore[attr-defined]
+            self._start_asgi_task(cycle, app)  # type: ignore[attr-defined]
         if self.phase == "answer":
             self.phase = "idle"
             self.arm(self.rules.idle)
@@ -338,3 +350,13 @@ class HttpToolsProtocol(ConnectionAccess, Guarded, _HttpToolsProtocol):
 
 class H11Protocol(ConnectionAccess, _H11Protocol):
     """uvicorn's h11 protocol with ``ConnectionAccess``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        app = self.app
+
+        async def with_connection(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            scope.setdefault("extensions", {})[EXTENSION] = self.connection
+            await app(scope, receive, send)
+
+        self.app = with_connection
