@@ -238,7 +238,10 @@ def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tup
     from_json: list[dict] = []
     rest: list[tuple[str, str]] = []
     for name, value in fields:
-        m = _BRACKET.match(name) if name.startswith("attaches") else None
+        if not name.startswith("attaches"):
+            rest.append((name, value))
+            continue
+        m = _BRACKET.match(name)
         if m:
             photos.setdefault(int(m.group(1)), {})[m.group(2)] = value
         elif name == "attaches":
@@ -253,7 +256,7 @@ def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tup
             from_json.extend(items)
         elif name.startswith("attaches["):
             raise ValueError(f"{name} is not a photo field (attaches[N][file_url] or attaches[N][big])")
-        else:
+        else:  # attachesX: just another field
             rest.append((name, value))
     if photos:
         from_json = [photos[k] for k in sorted(photos)] + from_json

@@ -350,7 +350,7 @@ class _Multipart:
             raise Rejected(413, f"more than {MAX_PARTS} parts in the body")
         name, filename = _part_header(block)
         self.state, self.search_at = "data", data_at
-        if block:  # a name or filename quoting a secret (held until now)
+        if block and self.raw is not None:  # a name or filename quoting a secret (held until now)
             self.body.hide(block.decode("utf-8", "replace"), block, data_at - 4 - len(block))
         if filename is not None:
             self.upload = self.body.new_upload(name, filename)
@@ -373,7 +373,10 @@ class _Multipart:
             return
         if end - start > self.field_limit:
             raise _field_too_large(self.name, self.field_limit)
-        value = _decode(buffer[start:end], f"field '{self.name}'")
+        try:
+            value = buffer[start:end].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(f"field '{self.name}'", exc) from None
         self.body.fields.append((self.name, value))
         if self.raw is not None:
             self.body.hide(value, buffer[start:end], self.value_at, name=self.name)
