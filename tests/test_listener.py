@@ -246,6 +246,40 @@ def test_body_over_the_limit_is_413_and_leaves_no_file(tmp_path):
     assert client.post("/operator-api", content=VALID, headers={"content-type": MP}).status_code == 200
 
 
+def test_urlencoded_body_in_pieces_is_read_whole_and_capped_while_reading(tmp_path, serve):
+    """A body that comes in pieces (chunked, with pauses: several reads): joined, and capped as it comes."""
+    import socket
+    import time
+
+    path = write_config(tmp_path / "c.yaml", listen="listen:\n  max_body_bytes: 5000\n")
+    app = create_app(load_config(path, listen=True))
+    journal = lines_of(app)
+    host, port = serve(app).url.rsplit("/", 1)[1].split(":")
+
+    def post(*pieces: bytes) -> tuple[int, dict]:
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            for piece in pieces:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                time.sleep(0.05)
+            sock.sendall(b"0\r\n\r\n")
+            response = b""
+            while chunk := sock.recv(65536):
+                response += chunk
+        head, _, reply = response.partition(b"\r\n\r\n")
+        return int(head.split(b" ")[1]), json.loads(reply)
+
+    encoded = f"token={TOKEN}&user_id=42".encode()
+    status, reply = post(encoded[:3], encoded[3:12], encoded[12:30], encoded[30:])  # a field cut in two too
+    assert status == 200 and reply["id"] == 42
+    status, reply = post(f"token={TOKEN}&about=".encode(), b"x" * 3000, b"x" * 3000)
+    assert status == 413 and "5000" in reply["message"]
+    assert [(e["status"], e["fields"]) for e in journal] == [(200, {"user_id": "42"}), (413, {})]
+
+
 @pytest.mark.parametrize(
     "filename", ["../../etc/passwd", "/abs/path.jpg", "..\\..\\win.ini", "nul\x00byte.png", "ok.JPG"]
 )

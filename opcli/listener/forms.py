@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -180,12 +179,12 @@ class Body:
 
 
 class Chunks:
-    """The request body from an ASGI ``receive``, chunk by chunk (``async for``); ClientGone on a disconnect.
+    """The request body from an ASGI ``receive``, chunk by chunk (``next``) or whole; ClientGone on a disconnect.
 
     ``connection`` (``opcli.listener.http.Connection``) says when the protocol gave up on the
-    body (it stalled, or its HTTP framing broke): that becomes the answer. (A class rather than an
-    async generator: the event loop tracks every async generator, which cost each call as much as
-    the rest of its reading.)
+    body (it stalled, or its HTTP framing broke): that becomes the answer. (Not an async generator:
+    the event loop tracks every one, and ending an ``async for`` raises; both cost each call as
+    much as the rest of its reading.)
     """
 
     def __init__(self, receive: Any, connection: Any = None) -> None:
@@ -193,10 +192,8 @@ class Chunks:
         self.connection = connection
         self.ended = False
 
-    def __aiter__(self) -> Chunks:
-        return self
-
-    async def __anext__(self) -> bytes:
+    async def next(self) -> bytes:
+        """The next chunk, or ``b""`` once the body has ended."""
         while not self.ended:
             message = await self.receive()
             if self.connection is not None and self.connection.failure is not None:
@@ -207,7 +204,21 @@ class Chunks:
             chunk = message.get("body", b"")
             if chunk:
                 return chunk
-        raise StopAsyncIteration
+        return b""
+
+    async def whole(self, limit: int) -> bytes:
+        """All of the body (Rejected, 413, past ``limit`` bytes): most often its one and only chunk."""
+        data = await self.next()
+        if not self.ended:
+            gathered = bytearray(data)
+            while chunk := await self.next():
+                gathered += chunk
+                if len(gathered) > limit:
+                    break
+            data = bytes(gathered)
+        if len(data) > limit:
+            raise await _too_large(self, limit)
+        return data
 
 
 def _decode(raw: bytes | bytearray, what: str) -> str:
@@ -226,9 +237,9 @@ def _not_utf8(what: str, error: UnicodeDecodeError) -> Rejected:
 DRAIN_BYTES = 64 * 1024 * 1024
 
 
-async def _too_large(stream: AsyncIterator[bytes], limit: int) -> Rejected:
+async def _too_large(stream: Chunks, limit: int) -> Rejected:
     drained = 0
-    async for chunk in stream:
+    while chunk := await stream.next():
         drained += len(chunk)
         if drained > DRAIN_BYTES:
             break
@@ -410,12 +421,10 @@ def _malformed(why: str) -> Rejected:
     return Rejected(400, f"malformed multipart body: {why}")
 
 
-async def _read_multipart(
-    stream: AsyncIterator[bytes], boundary: bytes, limit: int, field_limit: int, body: Body
-) -> None:
+async def _read_multipart(stream: Chunks, boundary: bytes, limit: int, field_limit: int, body: Body) -> None:
     parser = _Multipart(boundary, field_limit, body)
     size = 0
-    async for chunk in stream:
+    while chunk := await stream.next():
         if size + len(chunk) > limit:
             raise await _too_large(stream, limit)
         parser.feed(chunk)
@@ -430,16 +439,11 @@ async def _read_multipart(
         parser.raw.finish()
 
 
-async def _read_urlencoded(stream: AsyncIterator[bytes], limit: int, field_limit: int, body: Body) -> None:
-    data = bytearray()
-    async for chunk in stream:
-        data += chunk
-        if len(data) > limit:
-            raise await _too_large(stream, limit)
-    if not data.strip():
+async def _read_urlencoded(stream: Chunks, limit: int, field_limit: int, body: Body) -> None:
+    whole = await stream.whole(limit)
+    if not whole.strip():
         raise Rejected(400, "empty body")
     raw = body.open_raw()
-    whole = bytes(data)
     pairs = whole.split(b"&")
     if len(pairs) - pairs.count(b"") > MAX_PARTS:
         raise Rejected(413, f"more than {MAX_PARTS} fields in the body")

@@ -118,7 +118,7 @@ class Inspector:
     # --- the journal's side: must stay cheap -----------------------------------------------------
 
     def _recorded(self, line: Any) -> None:
-        if self.followers and isinstance(line, Call | Callback):
+        if self.followers and isinstance(line, (Call, Callback)):
             self._hand_over(line)
 
     def _hand_over(self, item: Entry | str) -> None:
@@ -142,7 +142,7 @@ class Inspector:
         """One Server-Sent Event: ``id`` the seq, ``event`` the line's event, ``data`` the line."""
         if isinstance(item, str):
             return f"event: {item}\ndata: {{}}\n\n".encode()
-        return b"id: %d\nevent: %s\ndata: %s\n\n" % (item.seq, item.event.encode(), item.line()[:-1])
+        return b"id: %d\nevent: %s\ndata: %s\n" % (item.seq, item.event.encode(), item.line())  # (its \n ends it)
 
     # --- dispatch --------------------------------------------------------------------------------
 
