@@ -47,7 +47,7 @@ def dumps(obj: Any, indent: int | None = None) -> str:
     What messages and the human views quote, and what a terminal shows indented.
     """
     if indent is None and type(obj) in (str, int):  # nothing to separate: the same text, faster (the listener's view)
-        return line(obj)[:-1].decode("utf-8")
+        return compact(obj).decode("utf-8")
     return _standard(obj, (", " if indent is None else ",", ": "), indent).decode("utf-8")
 
 

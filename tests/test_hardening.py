@@ -404,6 +404,36 @@ def test_pipelined_requests_are_answered_in_order_each_whole(raw):
     assert [line["status"] for line in journal] == [200, 401, 200]
 
 
+def test_an_early_answer_then_the_rest_of_the_body_leaves_an_idle_connection_that_is_closed(raw):
+    """415 as the headers end; the body comes after it: the connection is then idle, and closed after idle."""
+    exchange, journal, _ = raw
+    head = b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n\r\n"
+    started = time.monotonic()
+    response = exchange(head, b"0123456789", pause=0.2)  # reads until the listener closes (10 s socket timeout)
+    assert response.count(b"HTTP/1.1 415") == 1 and time.monotonic() - started < 5
+    assert [line["status"] for line in journal] == [415]
+
+
+def test_a_slow_pipelined_call_is_not_cut_off_by_the_idle_limit(tmp_path, serve):
+    """Two requests in one write, the second slower than listen.timeouts.idle: both answered."""
+    import socket
+
+    limits = 'listen:\n  timeouts: {idle: 0.3, headers: 5, body: 5}\n  faults: ["user_info:delay=0.8"]\n'
+    app = create_app(load_config(write_config(tmp_path / "c.yaml", listen=limits), listen=True))
+    host, port = serve(app).url.rsplit("/", 1)[1].split(":")
+    body = f"token={TOKEN}&user_id=42".encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    assert response.count(b"HTTP/1.1 200 OK") == 2 and b'"id":42' in response, response
+
+
 def test_stopping_with_an_upload_in_flight_is_prompt_and_quiet(listen_proc, isolated):
     """SIGTERM while a client is half-way through a body: 503 to it, exit 143, no traceback."""
     import signal

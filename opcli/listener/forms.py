@@ -221,15 +221,16 @@ class Chunks:
         return data
 
 
-def _decode(raw: bytes | bytearray, what: str) -> str:
+def _decode(raw: bytes | bytearray, what: str = "", field: str | None = None) -> str:
+    """``raw`` as strict UTF-8; else Rejected (400) naming ``what`` it is, or the ``field`` it is the value of.
+
+    (The field's name goes into the message only when there is one to make: a call has many fields.)
+    """
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _not_utf8(what, exc) from None
-
-
-def _not_utf8(what: str, error: UnicodeDecodeError) -> Rejected:
-    return Rejected(400, f"{what} is not valid UTF-8 (byte {error.start})")
+        where = what if field is None else f"field '{field}'"
+        raise Rejected(400, f"{where} is not valid UTF-8 (byte {exc.start})") from None
 
 
 #: How much of a too-large body is still read (and dropped) so that the client gets the 413:
@@ -384,10 +385,7 @@ class _Multipart:
             return
         if end - start > self.field_limit:
             raise _field_too_large(self.name, self.field_limit)
-        try:
-            value = buffer[start:end].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _not_utf8(f"field '{self.name}'", exc) from None
+        value = _decode(buffer[start:end], field=self.name)
         self.body.fields.append((self.name, value))
         if self.raw is not None:
             self.body.hide(value, buffer[start:end], self.value_at, name=self.name)
@@ -454,16 +452,10 @@ async def _read_urlencoded(stream: Chunks, limit: int, field_limit: int, body: B
         if pair:
             name, equals, value = pair.partition(b"=")
             name_bytes, value_bytes = (_unquoted(name), _unquoted(value)) if encoded else (name, value)
-            try:
-                name_text = name_bytes.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise _not_utf8("a field name", exc) from None
+            name_text = _decode(name_bytes, "a field name")
             if len(value_bytes) > field_limit:
                 raise _field_too_large(name_text, field_limit)
-            try:
-                value_text = value_bytes.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise _not_utf8(f"field '{name_text}'", exc) from None
+            value_text = _decode(value_bytes, field=name_text)
             fields.append((name_text, value_text))
             if raw is not None:
                 body.hide(name_text, name, at, urlencoded=True)

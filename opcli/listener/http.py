@@ -266,23 +266,18 @@ class Guarded:
         super().on_message_complete()  # type: ignore[misc]
         self.phase = "answer"
         self.arm(None)
+        if self.cycle is not None and self.cycle.response_complete:  # type: ignore[attr-defined]
+            self.went_idle()  # answered early (a 413, a 415) and the rest of the body came since
 
     def on_response_complete(self) -> None:
-        """uvicorn's, without its keep-alive timer: the idle rule's timer closes an idle connection.
-
-        (A timer set after every response and cancelled by the next request cost more than it did.)
-        """
         self.joined.response_complete()
-        self.server_state.total_requests += 1  # type: ignore[attr-defined]
-        if self.transport.is_closing():
-            return
-        self.flow.resume_reading()  # type: ignore[attr-defined]
-        if self.pipeline:  # type: ignore[attr-defined]  # a pipelined request waits: its turn now
-            cycle, app = self.pipeline.pop()  # type: ignore[attr-defined]
-            self._start_asgi_task(cycle, app)  # type: ignore[attr-defined]
-        if self.phase == "answer":
-            self.phase = "idle"
-            self.arm(self.rules.idle)
+        super().on_response_complete()  # type: ignore[misc]
+        if self.phase == "answer" and self.cycle.response_complete:  # type: ignore[attr-defined]
+            self.went_idle()  # (a pipelined request under way is not idle: its own answer ends it)
+
+    def went_idle(self) -> None:
+        self.phase = "idle"
+        self.arm(self.rules.idle)
 
     def shutdown(self) -> None:
         """The server stops: an upload under way is answered 503 at once instead of waited for."""
