@@ -11,11 +11,9 @@ import json
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from common import Table, config_for, free_port, median_seconds, need, venv, wait_port
+from common import Table, config_for, free_port, median_seconds, need, scratch, venv, wait_port
 
 MESSAGES = 2000
 
@@ -23,7 +21,7 @@ MESSAGES = 2000
 def main() -> None:
     bin_dir = venv()
     need("curl", "curl")
-    work = Path(tempfile.mkdtemp(prefix="opcli-bench-batch-"))
+    work = scratch("opcli-bench-batch-")
     port = free_port()
     config = config_for(port, work)
     url = f"http://127.0.0.1:{port}/operator-api"

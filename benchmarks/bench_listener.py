@@ -18,11 +18,10 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, Table, config_for, free_port, need, venv, wait_port
+from common import ROOT, Table, config_for, free_port, need, scratch, venv, wait_port
 
 DURATION, CONNECTIONS, ROUNDS = 8, 32, 3
 BOUNDARY = "opclibenchboundary"
@@ -128,6 +127,7 @@ def measure(kind: str, bin_dir: Path, work: Path, wrk_bin: str, path: str, scrip
             stream.wait(10)
         proc.terminate()
         proc.wait(30)
+        journal.unlink(missing_ok=True)  # tens of MB each: not left for the next runs' disk to write back
     return result
 
 
@@ -135,7 +135,7 @@ def main() -> None:
     bin_dir = venv()
     wrk_bin = need("wrk", "wrk")
     need("curl", "curl")
-    work = Path(tempfile.mkdtemp(prefix="opcli-bench-listen-"))
+    work = scratch("opcli-bench-listen-")
     table = Table(f"Listener: wrk -t1 -c{CONNECTIONS} -d{DURATION}s, median of {ROUNDS} rounds (req/s)")
     kinds = ("bare", "plain", "opcli", "opcli+events")
     for name, (path, content_type, body) in WORKLOADS.items():

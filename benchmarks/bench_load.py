@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, Table, config_for, free_port, venv, wait_port
+from common import ROOT, Table, config_for, free_port, scratch, venv, wait_port
 
 SECONDS, USERS, MESSAGES = 10, 16, 30000
 WINDOW = (4.0, 8.0)  # seconds after a sender started: CPU is sampled in between, at full speed
@@ -88,7 +88,7 @@ def measure(cmd: list[str], env: dict[str, str], server: subprocess.Popen, journ
 def main() -> None:
     bin_dir = venv(f"{ROOT}[load]")
     opcli = str(bin_dir / "opcli")
-    work = Path(tempfile.mkdtemp(prefix="opcli-bench-load-"))
+    work = scratch("opcli-bench-load-")
     batch = work / "messages.jsonl"
     batch.write_text(
         "".join(

@@ -6,6 +6,7 @@ baseline, measured in the same run, and exits 1 when a budget is missed.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -30,6 +31,13 @@ def venv(*extra: str) -> Path:
         [str(BIN / "pip"), "install", "-q", "--disable-pip-version-check", str(ROOT), "httpie", *extra], check=True
     )
     return BIN
+
+
+def scratch(prefix: str) -> Path:
+    """A work folder for this run, removed when the script exits (a listener run's journals take gigabytes)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, work, True)
+    return work
 
 
 def need(command: str, package: str) -> str:

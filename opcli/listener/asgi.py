@@ -101,13 +101,6 @@ def host_is_local(host: str) -> bool:
     return True
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return ""
-
-
 async def read_json(receive: Any, what: str) -> Any:
     """The request body as JSON: 413 past MAX_PUT_BYTES, 400 when it is not JSON."""
     body = bytearray()
