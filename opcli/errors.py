@@ -49,10 +49,13 @@ class UnreachableError(OpcliError):
     exit_code = 3
 
 
-class Signalled(BaseException):
+class Signalled(KeyboardInterrupt):
     """SIGTERM (or SIGINT) arrived while a command ran: it stops as the signal asks, exit 128+N.
 
-    A BaseException, as KeyboardInterrupt is: no ``except Exception`` swallows it.
+    A KeyboardInterrupt, so that it goes where Ctrl-C goes: no ``except Exception`` swallows it,
+    and asyncio lets it through its callbacks and transports (any other exception a signal handler
+    raises in the middle of a socket write is taken as the transport's failure, and logged with a
+    traceback). Catch it before KeyboardInterrupt wherever the two differ (the exit code).
     """
 
     def __init__(self, signum: int) -> None:

@@ -325,10 +325,10 @@ def _run(argv: list[str], env: dict[str, str], token: str, log: Log | None) -> t
     try:
         try:
             code = proc.wait()
-        except KeyboardInterrupt:
-            interrupted, sent = 130, signal.SIGINT
         except Signalled as exc:
             interrupted, sent = exc.exit_code, exc.signum
+        except KeyboardInterrupt:
+            interrupted, sent = 130, signal.SIGINT
         if interrupted is not None:
             proc.send_signal(sent)
             try:

@@ -282,3 +282,37 @@ def test_exit_2_leaves_stdout_empty_even_with_json(cli, isolated):
         result = cli("send", "--batch", source, "--json")
         assert result.exit_code == 2 and result.stdout == "", result.stdout
         assert result.stderr.startswith("opcli: error: ") and "Sent " not in result.stderr
+
+
+def test_a_signal_raised_in_the_middle_of_an_asyncio_socket_write_stops_the_run_without_a_traceback(caplog):
+    """SIGTERM's handler raises Signalled wherever the main thread is: inside a transport's send()
+    (what send --batch does most), asyncio must let it through as it lets Ctrl-C through -- not log a
+    "Fatal write error" traceback and go on."""
+    import asyncio
+    import logging
+    import socket
+
+    from opcli.errors import Signalled
+
+    class SignalledMidSend(socket.socket):
+        def send(self, data, *args):  # noqa: ANN001, ANN002
+            raise Signalled(signal.SIGTERM)
+
+    async def write_once() -> None:
+        ours, theirs = socket.socketpair()
+        sock = SignalledMidSend(ours.family, ours.type, fileno=ours.detach())
+        transport = None
+        try:
+            transport, _ = await asyncio.get_running_loop().create_connection(asyncio.Protocol, sock=sock)
+            transport.write(b"a request")
+            await asyncio.sleep(0.05)
+        finally:
+            if transport is not None:
+                transport.abort()
+            sock.close()
+            theirs.close()
+
+    with caplog.at_level(logging.DEBUG, logger="asyncio"), pytest.raises(Signalled) as raised:
+        asyncio.run(write_once())
+    assert raised.value.exit_code == 143
+    assert not [r for r in caplog.records if "Fatal" in r.getMessage()]

@@ -95,10 +95,10 @@ def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             report(str(exc))
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            raise typer.Exit(130) from None
         except Signalled as exc:  # SIGTERM, where a command turned it into an exception
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
         except BrokenPipeError:  # stdout's reader went away (| head): stop quietly, as Unix tools do
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(141) from None
