@@ -33,7 +33,7 @@ import httpcore
 from opcli.aionet import AsyncioBackend
 from opcli.client import Outgoing, asend, check_file, message_sent, tls
 from opcli.config import Site
-from opcli.errors import Signalled, UnreachableError, UsageError
+from opcli.errors import UnreachableError, UsageError
 from opcli.protocol import Photo, make_photos, parse_id
 
 COLUMNS = ("user", "bot", "message", "photos", "attach")
@@ -389,7 +389,7 @@ def _count_the_rest(summary: Summary, source: str, fmt: str) -> None:
             return
         with open(source, "rb") as stream:
             records = sum(1 for _ in _records(stream, fmt))  # one Item per record, read or not
-    except (OSError, UsageError, KeyboardInterrupt, Signalled):
+    except (OSError, UsageError, KeyboardInterrupt):  # KeyboardInterrupt: Ctrl-C, and SIGTERM's Signalled
         return
     summary.total = max(summary.total, records)
 

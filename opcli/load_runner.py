@@ -333,7 +333,7 @@ def _run(argv: list[str], env: dict[str, str], token: str, log: Log | None) -> t
             proc.send_signal(sent)
             try:
                 code = proc.wait(60)
-            except (KeyboardInterrupt, Signalled, subprocess.TimeoutExpired):
+            except (KeyboardInterrupt, subprocess.TimeoutExpired):  # (Signalled is a KeyboardInterrupt)
                 os.killpg(proc.pid, signal.SIGKILL)  # asked twice: stop now, summary or not
                 code = proc.wait()
     finally:

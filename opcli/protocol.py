@@ -59,11 +59,11 @@ FAILED_STATUSES = (0, False, "0")
 _BRACKET = re.compile(r"^attaches\[(\d+)\]\[(file_url|big)\]$")
 _DIGITS = re.compile(r"^[0-9]+$")
 _URL = re.compile(URL_PATTERN)
-# scheme://user:PASSWORD@ -- the password part, up to the @ of the authority
-# (a password that is a shell variable, as in the curl line of --dry-run, is no secret: it stays)
 # opcli's own request header: a request `opcli replay` (or the inspector) sends again names the
 # journal line it replays; the listener journals it as ``replay_of``
 REPLAY_HEADER = "X-Opcli-Replay"
+# scheme://user:PASSWORD@ -- the password part, up to the @ of the authority
+# (a password that is a shell variable, as in the curl line of --dry-run, is no secret: it stays)
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?!\$)[^/\s@]+@")
 
 
