@@ -357,3 +357,20 @@ def test_over_a_real_socket_a_streamed_body_over_the_limit_leaves_no_file(tmp_pa
 
     response = _raw_post(server.url, "/operator-api", head, [VALID])
     assert response.startswith(b"HTTP/1.1 200")
+
+
+def test_a_lines_time_is_utc_to_the_millisecond_and_ms_has_two_decimals():
+    import datetime
+    import time
+
+    from opcli.listener.call import ms_since, now
+
+    before = datetime.datetime.now(datetime.timezone.utc)
+    stamp = now()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+    moment = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+    assert before - datetime.timedelta(milliseconds=1) <= moment <= datetime.datetime.now(datetime.timezone.utc)
+    started = time.perf_counter_ns()
+    time.sleep(0.02)
+    ms = ms_since(started)
+    assert 20 <= ms < 5000 and ms == round(ms, 2)

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from opcli import __version__, jsonl
 from opcli.config import Config, Site
 from opcli.errors import ConfigError
-from opcli.listener.call import Call
+from opcli.listener.call import Call, ms_since
 from opcli.listener.canned import Canned
 from opcli.listener.faults import Faults, respond
 from opcli.listener.forms import Body, ClientGone, Rejected, media_type, read_form
@@ -142,7 +142,7 @@ class Listener:
             if path.startswith(prefix):
                 await app(scope, receive, send)
                 return
-        started = time.perf_counter()
+        started = time.perf_counter_ns()
         method = scope["method"]
         kind = self.routes.get(path) if method == "POST" else None
         call = Call(kind=kind or "unknown", method=method, path=path)
@@ -169,7 +169,7 @@ class Listener:
         if raw is not None:
             reply, content_type = raw.shown, raw.content_type
         call.status, call.reply = status, reply
-        call.ms = round((time.perf_counter() - started) * 1000, 2)
+        call.ms = ms_since(started)
         if raw is not None:
             body = raw.body
         else:

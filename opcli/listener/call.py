@@ -14,16 +14,22 @@ from typing import Any, ClassVar
 from opcli import jsonl
 
 _second: tuple[int, str] = (0, "")  # the last whole second formatted: every call made within it reuses it
+_MILLIS = tuple(f".{n:03d}Z" for n in range(1000))  # a timestamp's end, made once (formatting it cost each call)
 
 
 def now() -> str:
     """The journal's timestamp: UTC, milliseconds, ``Z`` (``2024-05-01T12:00:00.123Z``)."""
     global _second
-    moment = time.time()
-    second = int(moment)
-    if second != _second[0]:
-        _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    return f"{_second[1]}.{int((moment - second) * 1000):03d}Z"
+    second, milli = divmod(time.time_ns() // 1_000_000, 1000)
+    stamp = _second
+    if second != stamp[0]:
+        stamp = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return stamp[1] + _MILLIS[milli]
+
+
+def ms_since(started: int) -> float:
+    """Milliseconds, to two decimals, since ``started`` (a ``time.perf_counter_ns()``): a line's ``ms``."""
+    return (time.perf_counter_ns() - started + 5000) // 10000 / 100
 
 
 @dataclass(eq=False, slots=True)  # slots: made and read for every call the listener answers

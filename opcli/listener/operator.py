@@ -28,7 +28,7 @@ from opcli.config import Site
 from opcli.config.model import OperatorConfig
 from opcli.errors import UnreachableError
 from opcli.listener.app import Listener
-from opcli.listener.call import Call, Callback
+from opcli.listener.call import Call, Callback, ms_since
 from opcli.listener.journal import JournalError, Line
 from opcli.panel import operator_reply, verdict
 from opcli.protocol import parse_id
@@ -183,7 +183,7 @@ class Operator:
         """Make one call, judge its reply, journal it; returns the object the reply carried."""
         callback = self.callback(trigger, kind, out)
         timeout = self.settings.timeout
-        started = time.perf_counter()
+        started = time.perf_counter_ns()
         data = None
         try:
             reply = await asyncio.wait_for(asend(self.pool, out, self.timeouts), timeout)  # in all, as the panel's
@@ -206,7 +206,7 @@ class Operator:
                 callback.findings = [f.as_json() for f in judged.findings]
             callback.ok = callback.error is None
         finally:
-            callback.ms = round((time.perf_counter() - started) * 1000, 2)
+            callback.ms = ms_since(started)
             self.record(callback)
         return data
 
