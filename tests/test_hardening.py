@@ -490,6 +490,45 @@ def test_every_answered_call_is_in_the_journal_even_after_kill_9(listen_proc, is
     assert len(answered) >= 10 and set(answered) <= journaled
 
 
+def test_a_burst_of_clients_each_finds_its_line_in_the_journal_when_its_answer_comes(listen_proc, isolated):
+    """The lines of a turn are written together, but always before the answers of their calls leave."""
+    import socket
+    import threading
+
+    journal = isolated / "j.jsonl"
+    proc = listen_proc("listen", "--port", "0", "--journal", str(journal))
+    host, port = proc.url.rsplit("/", 1)[1].split(":")
+    clients = 32
+    start = threading.Barrier(clients)
+    missing: list[str] = []
+
+    def client(i: int) -> None:
+        body = f"token=dev-token&user_id={1000 + i}".encode()
+        request = (
+            b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            for _ in range(20):  # 20 calls on one connection, all clients at once
+                start.wait(10)
+                sock.sendall(request)
+                response = b""
+                while not response.endswith(b"}"):
+                    response += sock.recv(65536)
+                written = journal.read_text()  # the moment the answer came
+                if f'"user_id":"{1000 + i}"' not in written:
+                    missing.append(response.decode())
+                assert response.startswith(b"HTTP/1.1 200 ")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not missing
+    assert len(journal.read_text().splitlines()) == 1 + clients * 20  # the ready line and every call
+
+
 def test_a_call_answered_early_then_stalled_is_journaled_once(raw):
     exchange, journal, _ = raw
     head = (

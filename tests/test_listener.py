@@ -374,3 +374,53 @@ def test_a_lines_time_is_utc_to_the_millisecond_and_ms_has_two_decimals():
     time.sleep(0.02)
     ms = ms_since(started)
     assert 20 <= ms < 5000 and ms == round(ms, 2)
+
+
+def test_the_journal_file_writes_a_turns_lines_together_at_its_end(tmp_path):
+    import asyncio
+
+    from opcli.listener.call import Call, Ready
+    from opcli.listener.journal import JournalFile
+
+    path = tmp_path / "j.jsonl"
+    writer = JournalFile(path)
+    writer(Ready("http://127.0.0.1:1", {}))  # no event loop: written at once
+    assert path.read_text().count("\n") == 1
+
+    async def turns() -> list[int]:
+        seen = []
+        for seq in (1, 2, 3):
+            writer(Call(kind="user_info", method="POST", path="/x", seq=seq))
+        seen.append(path.read_text().count("\n"))  # held back in this turn
+        await asyncio.sleep(0)
+        seen.append(path.read_text().count("\n"))  # written at its end
+        writer(Call(kind="user_info", method="POST", path="/x", seq=4))
+        writer.settle()  # a reply is about to leave: at once
+        seen.append(path.read_text().count("\n"))
+        return seen
+
+    assert asyncio.run(turns()) == [1, 4, 5]
+    writer.close()
+    assert [json.loads(line).get("seq") for line in path.read_text().splitlines()] == [None, 1, 2, 3, 4]
+
+
+def test_a_journal_file_that_fails_at_the_end_of_a_turn_says_so_and_takes_no_more_lines(tmp_path):
+    import asyncio
+
+    from opcli.listener.call import Call
+    from opcli.listener.journal import JournalError, JournalFile
+
+    errors: list[JournalError] = []
+    writer = JournalFile(Path("/dev/full"), on_error=errors.append)
+
+    async def turn() -> None:
+        writer(Call(kind="user_info", method="POST", path="/x", seq=1))  # a callback: no reply settles it
+        await asyncio.sleep(0)
+
+    asyncio.run(turn())
+    assert [str(e) for e in errors] == ["cannot write the journal /dev/full: No space left on device; stopping"]
+    with pytest.raises(JournalError, match="No space left"):
+        writer(Call(kind="user_info", method="POST", path="/x", seq=2))
+    with pytest.raises(JournalError, match="No space left"):
+        writer.settle()
+    writer.close()

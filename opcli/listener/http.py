@@ -5,6 +5,10 @@ and closes the transport when it fails after starting one. What acts on the conn
 (close it without a response, reset it, keep it open until the server stops) needs the transport,
 so the protocol puts a ``Connection`` in each request's ``scope["extensions"]["opcli.connection"]``.
 
+Everything written to a connection goes through its ``Outbox``: what one turn of the event loop
+writes leaves at the end of the turn, in one piece, and only once the app's ``before_send()`` has
+run (the listener writes its journal lines there: a call's line is in the file before its answer).
+
 ``Guarded`` adds the rules no client may break (over httptools, the parser opcli runs on): headers
 at most ``MAX_HEADER_BYTES`` (431), the time limits of ``listen.timeouts`` (an idle connection is
 closed, slow headers get 408, a stalled body gets 408 from the app), malformed HTTP answered with a
@@ -75,14 +79,20 @@ class ConnectionAccess:
     """Mixin for a uvicorn HTTP protocol: one ``Connection`` per TCP connection, for every request's scope.
 
     (The protocol puts it in the scope: ``Guarded`` as the request's headers end, ``H11Protocol``
-    around the app.)
+    around the app.) uvicorn's protocol, and the ``Connection``, write through the ``Outbox``.
     """
 
     connection: Connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self.connection = Connection(transport)
-        super().connection_made(transport)  # type: ignore[misc]
+        app = getattr(self.config, "app", None)  # type: ignore[attr-defined]
+        self.outbox = Outbox(transport, self.loop, getattr(app, "before_send", None))  # type: ignore[attr-defined]
+        self.connection = Connection(self.outbox)  # type: ignore[arg-type]
+        super().connection_made(self.outbox)  # type: ignore[misc]
+
+    def on_response_complete(self) -> None:
+        self.outbox.response_complete()
+        super().on_response_complete()  # type: ignore[misc]
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)  # type: ignore[misc]
@@ -116,48 +126,97 @@ class _TooLarge(Exception):
     pass
 
 
-class JoinedWrites:
-    """The connection as a response writes to it: the head waits for the body's first bytes to leave with them.
+class Outbox:
+    """A connection's transport as servers write to it: a turn of the event loop's writes leave at its end, together.
 
-    uvicorn writes a response's head and its body in two calls, and over loopback each write is a
-    trip through the TCP stack: joined, they cost one. The head never waits past the loop's
-    current turn (a response that starts and then pauses, a dribble fault, still sends it at once).
+    Over loopback each write is a trip through the TCP stack: a response's head and body, or the
+    answers to pipelined requests, written in the same turn go out in one ``write`` (more than
+    ``LIMIT`` bytes waiting leave at once). Before anything leaves, ``before_send`` is called: the
+    listener writes the journal lines held back (``Journal.settle``), so that a call's line is in
+    the journal file before any byte of its answer is sent -- and when the file cannot take them,
+    it returns the body of a 503 to send instead: the answer waiting is replaced by it (or, once
+    part of an answer has left, the connection is closed).
     """
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    LIMIT = 64 * 1024
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, before_send: Any = None) -> None:
         self.transport = transport
         self.loop = loop
-        self.head: bytes | None = None
-        self.started = False
-
-    def response_complete(self) -> None:
-        """Ready for the connection's next response (one object serves its responses in turn)."""
-        self.flush()
-        self.started = False
+        self.before_send = before_send
+        self.waiting = b""
+        self.unfinished = False  # a response has been written in part (response_complete ends it)
+        self.partly_sent = False  # ... and some of it has left: a 503 can no longer stand in for it
 
     def write(self, data: bytes) -> None:
-        if not self.started:
-            self.started = True
-            self.head = data
+        self.unfinished = True
+        if not self.waiting:
+            self.waiting = data
             self.loop.call_soon(self.flush)
-        elif self.head is not None:
-            head, self.head = self.head, None
-            self.transport.write(head + data)
         else:
-            self.transport.write(data)
+            self.waiting = self.waiting + data  # (never += : the first chunk may be a caller's bytearray)
+        if len(self.waiting) > self.LIMIT:
+            self.flush()
+
+    def writelines(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def response_complete(self) -> None:
+        """The response under way has been written whole (it may still be waiting to leave)."""
+        self.unfinished = False
 
     def flush(self) -> None:
-        """Send a head still waiting."""
-        head, self.head = self.head, None
-        if head is not None and not self.transport.is_closing():
-            self.transport.write(head)
+        """Send what is waiting, once the journal has its lines."""
+        data, self.waiting = self.waiting, b""
+        if not data or self.transport.is_closing():
+            return
+        refusal = self.before_send() if self.before_send is not None else None
+        if refusal is None:
+            self.transport.write(data)
+            self.partly_sent = self.unfinished
+            return
+        if not self.partly_sent:
+            self.transport.write(raw_response(503, refusal))
+        self.transport.close()
 
     def close(self) -> None:
         self.flush()
         self.transport.close()
 
+    def abort(self) -> None:
+        """Reset the connection: what waits is dropped, but the journal still comes first."""
+        self.waiting = b""
+        if self.before_send is not None:
+            self.before_send()
+        self.transport.abort()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self.transport.write_eof()
+
     def is_closing(self) -> bool:
         return self.transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.transport.resume_reading()
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the transport's methods (set_protocol, ...)
+        return getattr(self.transport, name)
+
+
+def raw_response(status: int, body: bytes) -> bytes:
+    """A whole JSON response that closes the connection, as the protocol itself answers (no app involved)."""
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
 
 
 class Guarded:
@@ -175,7 +234,6 @@ class Guarded:
         super().connection_made(transport)  # type: ignore[misc]
         app = getattr(self.config, "app", None)  # type: ignore[attr-defined]
         self.rules: Rules = getattr(app, "connection_rules", None) or Rules()
-        self.joined = JoinedWrites(transport, self.loop)  # type: ignore[attr-defined]
         self.on_bad_request = getattr(app, "bad_request", None)
         self.phase = "idle"
         self.header_bytes = 0
@@ -256,9 +314,6 @@ class Guarded:
     def on_headers_complete(self) -> None:
         self.scope["extensions"] = {EXTENSION: self.connection}  # type: ignore[attr-defined]
         super().on_headers_complete()  # type: ignore[misc]
-        cycle = self.cycle  # type: ignore[attr-defined]
-        if cycle is not None and cycle.transport is self.transport:  # the request's own cycle
-            cycle.transport = self.joined
         self.phase = "body"
         self.arm(self.rules.body)
 
@@ -270,7 +325,6 @@ class Guarded:
             self.went_idle()  # answered early (a 413, a 415) and the rest of the body came since
 
     def on_response_complete(self) -> None:
-        self.joined.response_complete()
         super().on_response_complete()  # type: ignore[misc]
         if self.phase == "answer" and self.cycle.response_complete:  # type: ignore[attr-defined]
             self.went_idle()  # (a pipelined request under way is not idle: its own answer ends it)
@@ -321,12 +375,8 @@ class Guarded:
             from opcli import jsonl
 
             body = jsonl.compact(reply)
-        head = (
-            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-        )
         if not self.transport.is_closing():
-            self.transport.write(head.encode("latin-1") + body)
+            self.transport.write(raw_response(status, body))
             self.transport.close()
 
     def parser_method(self) -> str:
