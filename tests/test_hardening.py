@@ -414,6 +414,31 @@ def test_an_early_answer_then_the_rest_of_the_body_leaves_an_idle_connection_tha
     assert [line["status"] for line in journal] == [415]
 
 
+def test_a_buffer_the_app_reuses_after_sending_it_is_sent_as_it_was(serve):
+    """Writes wait for the end of the turn to leave together: what waits is a copy, as asyncio's write() takes."""
+    import asyncio
+    import socket
+
+    async def app(scope, receive, send):  # noqa: ANN001
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"16")]})
+        await asyncio.sleep(0.01)  # the head leaves: the first chunk is the first to wait
+        buffer = bytearray(b"chunk-1:")
+        await send({"type": "http.response.body", "body": buffer, "more_body": True})
+        buffer[:] = b"chunk-2:"  # in the same turn: the first chunk has not left yet
+        await send({"type": "http.response.body", "body": buffer})
+
+    server = serve(app)
+    host, port = server.url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    assert response.split(b"\r\n\r\n", 1)[1] == b"chunk-1:chunk-2:"
+
+
 def test_a_slow_pipelined_call_is_not_cut_off_by_the_idle_limit(tmp_path, serve):
     """Two requests in one write, the second slower than listen.timeouts.idle: both answered."""
     import socket
@@ -491,7 +516,7 @@ def test_every_answered_call_is_in_the_journal_even_after_kill_9(listen_proc, is
 
 
 def test_a_burst_of_clients_each_finds_its_line_in_the_journal_when_its_answer_comes(listen_proc, isolated):
-    """The lines of a turn are written together, but always before the answers of their calls leave."""
+    """Answers wait for the end of the event loop's turn to leave together; each call's line is in the file first."""
     import socket
     import threading
 

@@ -213,20 +213,6 @@ class Listener:
             self.on_journal_error(exc)
         return jsonl.compact(reply)
 
-    def before_send(self) -> bytes | None:
-        """Called by the HTTP protocol before any byte goes to a client: the journal's held lines are written first.
-
-        Returns None, or -- the journal file could not take them -- the body of the 503 to send
-        instead (the listener then stops).
-        """
-        try:
-            self.journal.settle()
-        except JournalError as exc:
-            self.accepting = False
-            self.on_journal_error(exc)
-            return jsonl.compact({"status": 0, "message": str(exc)})
-        return None
-
     def shutting_down(self) -> None:
         """Told as the server begins to stop: the mounted apps end their open streams and waits."""
         for app in self.mounts.values():

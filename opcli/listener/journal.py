@@ -3,13 +3,11 @@
 Subscribers are the journal file, stdout (JSON Lines or the human view), the run's counters and,
 when asked, waiters, the inspector's event streams and the operator loop. ``record`` runs on
 the listener's event loop, before the call's reply is sent; ``wait_for`` may be called from any
-thread (the pytest plugin's test thread). ``settle`` writes what the journal file holds back: the
-HTTP protocol calls it before any byte goes to a client, so a call's line is in the file first.
+thread (the pytest plugin's test thread).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import itertools
@@ -47,36 +45,14 @@ class Journal:
         self.seq = 0
         self._entries: deque[Entry] = deque(maxlen=keep)
         self._subscribers: list[Callable[[Line], None]] = []
-        self._settlers: list[Callable[[], None]] = []  # the subscribers' settle(): those that hold lines back
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._waiting = 0  # threads in wait_for: record() wakes them only when there are some
 
     def subscribe(self, subscriber: Callable[[Line], None]) -> Callable[[], None]:
-        """Hand every later line to ``subscriber`` (in order of subscription); returns the unsubscribe.
-
-        A subscriber with a ``settle()`` method may hold lines back until it is called (``settle``).
-        """
+        """Hand every later line to ``subscriber`` (in order of subscription); returns the unsubscribe."""
         self._subscribers.append(subscriber)
-        settle = getattr(subscriber, "settle", None)
-        if settle is not None:
-            self._settlers.append(settle)
-
-        def unsubscribe() -> None:
-            if subscriber in self._subscribers:
-                self._subscribers.remove(subscriber)
-                if settle is not None:
-                    self._settlers.remove(settle)
-
-        return unsubscribe
-
-    def settle(self) -> None:
-        """Write the lines subscribers hold back; JournalError when the journal file cannot take them.
-
-        Called before a reply goes out: a call's line is then in the file before its answer.
-        """
-        for settle in self._settlers:
-            settle()
+        return lambda: self._subscribers.remove(subscriber) if subscriber in self._subscribers else None
 
     def hide(self, *secrets: str | None) -> None:
         """Mask these values in every entry recorded from now on."""
@@ -167,51 +143,23 @@ class Journal:
 
 
 class JournalFile:
-    """The ``--journal`` subscriber: lines appended, in the OS before the replies to their calls are sent.
+    """The ``--journal`` subscriber: one write per line, appended, in the OS before the reply is sent.
 
-    The lines of one turn of the event loop go in one ``write``, at the end of that turn or when
-    the first reply is about to go out (``Journal.settle``), whichever comes first: 32 clients
-    answered in one turn cost one write instead of 32. A line is never held past its turn, so a
-    callback, which no reply follows, is in the file as soon.
-
-    A failed write (disk full, ``/dev/full``) raises JournalError, and what it wrote is cut off
-    again (never a torn line): the calls of those lines are then answered 503, and the listener
-    stops with exit 2 rather than answer a call it could not record. From then on every line and
-    every ``settle`` raises it again. ``on_error`` is told of a failure found at the end of a turn,
-    where nobody else would see it. (Only this process appends while it runs.)
+    A failed write (disk full, ``/dev/full``) raises JournalError, and a partly written line is
+    cut off again: the listener then answers 503 and stops with exit 2, rather than answer a
+    call it could not record. (Only this process appends while it runs.)
     """
 
-    def __init__(self, path: Path, on_error: Callable[[JournalError], None] | None = None) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.on_error = on_error
         try:
             self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise UsageError(f"cannot open journal {path}: {exc.strerror}") from None
         self.size = os.fstat(self.fd).st_size  # where the next line starts: a failed write is cut back to it
-        self.held: list[bytes] = []  # this turn's lines, not written yet
-        self.failure: str | None = None  # why a write failed: every later line and settle fail with it
 
     def __call__(self, line: Line) -> None:
-        if self.failure is not None:
-            raise JournalError(self.failure)
-        self.held.append(line.line())
-        if len(self.held) == 1:  # the turn's first line: written at the end of the turn at the latest
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no event loop (the ready line): at once
-                self.settle()
-            else:
-                loop.call_soon(self._end_of_turn)
-
-    def settle(self) -> None:
-        """Write the lines held back, in one ``write``."""
-        if self.failure is not None:
-            raise JournalError(self.failure)
-        if not self.held:
-            return
-        data = b"".join(self.held) if len(self.held) > 1 else self.held[0]
-        self.held.clear()
+        data = line.line()
         written = 0
         try:
             while written < len(data):
@@ -220,21 +168,10 @@ class JournalFile:
             if written:  # never leave a torn line
                 with contextlib.suppress(OSError):
                     os.ftruncate(self.fd, self.size)
-            self.failure = f"cannot write the journal {self.path}: {exc.strerror}; stopping"
-            raise JournalError(self.failure) from None
+            raise JournalError(f"cannot write the journal {self.path}: {exc.strerror}; stopping") from None
         self.size += written
 
-    def _end_of_turn(self) -> None:
-        try:
-            self.settle()
-        except JournalError as exc:
-            if self.on_error is not None:
-                self.on_error(exc)
-
     def close(self) -> None:
-        """Write what is held back (a failure goes to ``on_error``), then close the file."""
-        if self.held:
-            self._end_of_turn()
         os.close(self.fd)
 
 

@@ -232,8 +232,7 @@ def serve(
     book = Journal(config.listen.keep)
     app = Listener(config, journal=book, save_dir=save_dir, strict=strict, faults=faults, seed=seed, forward=forward)
     server = make_server(app)
-    # last: closed in the finally below; a write that failed at the end of a turn stops the listener
-    journal_file = JournalFile(journal, on_error=lambda exc: app.on_journal_error(exc)) if journal else None
+    journal_file = JournalFile(journal) if journal else None  # last: closed in the finally below
     reasons: list[str] = []  # why it stopped: the first one counts
     failures: list[JournalError] = []
     panel: Operator | None = None  # the operator loop, when on
