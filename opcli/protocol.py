@@ -228,6 +228,13 @@ def encode_attaches(photos: Iterable[Photo | dict[str, Any]], encoding: str = "b
     return fields
 
 
+@functools.lru_cache(maxsize=1024)
+def _photo_field(name: str) -> tuple[int, str] | None:
+    """``attaches[N][key]`` as ``(N, key)``, else None; cached: the same few names come with every call."""
+    m = _BRACKET.match(name)
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
 def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tuple[str, str]]]:
     """Split received form fields into photo objects and the other fields.
 
@@ -241,9 +248,10 @@ def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tup
         if not name.startswith("attaches"):
             rest.append((name, value))
             continue
-        m = _BRACKET.match(name)
-        if m:
-            photos.setdefault(int(m.group(1)), {})[m.group(2)] = value
+        photo_field = _photo_field(name)
+        if photo_field is not None:
+            index, key = photo_field
+            photos.setdefault(index, {})[key] = value
         elif name == "attaches":
             try:
                 items = json.loads(value) if value.strip() else []
