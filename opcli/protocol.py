@@ -228,9 +228,12 @@ def encode_attaches(photos: Iterable[Photo | dict[str, Any]], encoding: str = "b
     return fields
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)
 def _photo_field(name: str) -> tuple[int, str] | None:
-    """``attaches[N][key]`` as ``(N, key)``, else None; cached: the same few names come with every call."""
+    """``attaches[N][key]`` as ``(N, key)``, else None; cached: the same few names come with every call.
+
+    (Only short names are looked up through the cache: a client's long ones are not kept.)
+    """
     m = _BRACKET.match(name)
     return (int(m.group(1)), m.group(2)) if m else None
 
@@ -248,7 +251,7 @@ def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tup
         if not name.startswith("attaches"):
             rest.append((name, value))
             continue
-        photo_field = _photo_field(name)
+        photo_field = _photo_field(name) if len(name) <= 64 else _photo_field.__wrapped__(name)
         if photo_field is not None:
             index, key = photo_field
             photos.setdefault(index, {})[key] = value

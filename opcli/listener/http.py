@@ -126,9 +126,9 @@ class Outbox:
     Over loopback each write is a trip through the TCP stack, and it wakes the client: a
     response's head and body, and the answers to pipelined requests, written in the same turn go
     out in one ``write`` once the turn's work is done (more than ``LIMIT`` bytes waiting leave at
-    once). Under 32 busy clients the listener answers about a third more calls a second so than
-    writing each answer as it is made. (A call's journal line is written before its reply is made,
-    so it is in the file before any of the reply leaves.)
+    once). Under 32 busy clients the listener answers about a third more calls a second than when
+    it wrote each answer as soon as it was made. (A call's journal line is written before its reply
+    is made, so it is in the file before any of the reply leaves.)
     """
 
     LIMIT = 64 * 1024
