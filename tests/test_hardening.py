@@ -439,6 +439,29 @@ def test_a_buffer_the_app_reuses_after_sending_it_is_sent_as_it_was(serve):
     assert response.split(b"\r\n\r\n", 1)[1] == b"chunk-1:chunk-2:"
 
 
+@pytest.mark.parametrize("path", ["/hooks/user-info", "/_opcli/calls"])
+def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(tmp_path, serve, path):
+    """`nc -N`, socat, HTTP/1.0 scripts: the request, then the client's end of the stream, then read."""
+    import socket
+
+    app = create_app(load_config(write_config(tmp_path / "c.yaml"), listen=True))
+    server = serve(app)
+    host, port = server.url.rsplit("/", 1)[1].split(":")
+    body = b"token=secret-token-123456&user_id=42" if path.startswith("/hooks") else b""
+    request = (
+        f"{'POST' if body else 'GET'} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    for _ in range(20):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(request)
+            sock.shutdown(socket.SHUT_WR)
+            response = b""
+            while chunk := sock.recv(65536):
+                response += chunk
+        assert response.startswith(b"HTTP/1.1 200 "), response
+
+
 def test_a_slow_pipelined_call_is_not_cut_off_by_the_idle_limit(tmp_path, serve):
     """Two requests in one write, the second slower than listen.timeouts.idle: both answered."""
     import socket
@@ -538,14 +561,14 @@ def test_a_burst_of_clients_each_finds_its_line_in_the_journal_when_its_answer_c
                 start.wait(10)
                 sock.sendall(request)
                 response = b""
-                while not response.endswith(b"}"):
-                    response += sock.recv(65536)
+                while not response.endswith(b"}") and (chunk := sock.recv(65536)):
+                    response += chunk
                 written = journal.read_text()  # the moment the answer came
                 if f'"user_id":"{1000 + i}"' not in written:
                     missing.append(response.decode())
                 assert response.startswith(b"HTTP/1.1 200 ")
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
