@@ -187,16 +187,7 @@ class Outbox:
     def is_closing(self) -> bool:
         return self.transport.is_closing()
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.transport.get_extra_info(name, default)
-
-    def pause_reading(self) -> None:
-        self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        self.transport.resume_reading()
-
-    def __getattr__(self, name: str) -> Any:  # the rest of the transport's methods (set_protocol, ...)
+    def __getattr__(self, name: str) -> Any:  # the rest of the transport's methods (get_extra_info, ...)
         return getattr(self.transport, name)
 
 
