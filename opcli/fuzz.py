@@ -64,6 +64,7 @@ _PHP_ERROR = re.compile(
     re.S,
 )
 # what PHP's FILTER_VALIDATE_INT also reads as a number: ASCII blanks around, a plus sign
+_PAST_INT_DIGITS = 10**4300  # what _lenient_id gives for a longer id: no profile's id is compared with it
 _LENIENT_ID = re.compile(r"^[ \t\n\r\v\f]*([+-]?[0-9]+)[ \t\n\r\v\f]*$")
 
 
@@ -326,7 +327,8 @@ def _verdict(site: Site, kind: str, call: Probe, client: httpx.Client) -> Failur
                 shown = "missing" if value is None else f"= {_short(value)}"
                 return fail("bad-id-accepted", f"HTTP {reply.status} without status 0 for {name} {shown}")
             return None
-        requested = number if name == "user_id" else requested
+        if name == "user_id" and number is not _PAST_INT_DIGITS:
+            requested = number
     if refused:
         return None  # a valid but unknown user may be refused
     if 300 <= reply.status < 400:
@@ -349,7 +351,12 @@ def _lenient_id(value: str | None) -> int | None:
     if value is None:
         return None
     m = _LENIENT_ID.match(value)
-    return int(m.group(1)) if m else None
+    if m is None:
+        return None
+    try:
+        return int(m.group(1))
+    except ValueError:  # more digits than int() takes (4,300): an integer still, but no profile's id
+        return _PAST_INT_DIGITS
 
 
 def _error_page(reply: Reply) -> str | None:

@@ -96,10 +96,11 @@ def id_of(value: Any) -> int:
     """
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and _DIGITS.match(value):
-        number = int(value)
-    elif isinstance(value, str) and value.startswith("-") and _DIGITS.match(value[1:]):
-        number = int(value)
+    elif isinstance(value, str) and _DIGITS.match(value.removeprefix("-")):
+        try:
+            number = int(value)
+        except ValueError:  # more digits than int() takes (4,300): far past 2^63
+            raise ValueError(f"{_shown(value)} is out of range (0 to 2^63-1)") from None
     else:
         raise ValueError(f"{_shown(value)} is not a whole number")
     if not 0 <= number <= MAX_ID:

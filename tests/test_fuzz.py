@@ -272,3 +272,11 @@ def test_the_listener_passes_its_own_fuzzing(cli, isolated, shared_cache):
 def test_fuzz_seed_needs_fuzz(cli):
     result = cli("check", "--fuzz-seed", "1")
     assert result.exit_code == 2 and "--fuzz-seed needs --fuzz N" in result.stderr
+
+
+def test_an_id_longer_than_int_takes_is_still_an_integer_to_the_fuzzer():
+    """Hypothesis once drew a 4,301-digit user_id: `check --fuzz` stopped with an internal error."""
+    from opcli.fuzz import _PAST_INT_DIGITS, _lenient_id
+
+    assert _lenient_id("9" * 5000) is _PAST_INT_DIGITS  # an id the site may refuse or accept
+    assert _lenient_id(" +42 ") == 42 and _lenient_id("4x2") is None

@@ -197,6 +197,14 @@ VALID = body(*(part(k, v.encode()) for k, v in MSG.items()))
         ),
         (
             "POST",
+            "/hooks/user-info",
+            {"content-type": "application/x-www-form-urlencoded"},
+            f"token={TOKEN}&user_id={'9' * 5000}".encode(),  # more digits than Python's int() takes
+            422,
+            "user_id: '9999999999999999999999999999999999999...' is out of range (0 to 2^63-1)",
+        ),
+        (
+            "POST",
             "/operator-api",
             {"content-type": MP},
             body(*(part(k, v.encode()) for k, v in MSG.items()), part("attaches", b"[not json")),
