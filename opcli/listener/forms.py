@@ -278,90 +278,115 @@ class _Multipart:
 
     def feed(self, chunk: bytes) -> None:
         """The next bytes of the body; raises Rejected for a malformed one."""
-        self.buffer += chunk
-        done = self._parse()
-        if done:  # what was parsed leaves the buffer once per chunk: copying stays linear
+        if self.buffer:  # what the last chunk left unparsed comes first
+            self.buffer += chunk
+            data: bytes | bytearray = self.buffer
+        else:  # most often: the chunk is parsed where it is
+            data = chunk
+        done = self._parse(data)
+        if data is chunk:
+            self.buffer += memoryview(chunk)[done:]
+        elif done:  # what was parsed leaves the buffer once per chunk: copying stays linear
             del self.buffer[:done]
-            self.at += done
+        self.at += done
 
-    def _parse(self) -> int:
-        """Parse as far as the buffer allows; returns how many of its bytes are done with."""
-        buffer, pos = self.buffer, 0
+    def _parse(self, data: bytes | bytearray) -> int:
+        """Parse as far as ``data`` (the stream from offset ``at``) allows; returns how many of its bytes are done.
+
+        A turn of the loop reads a part's headers, when they are due, then its data. (A text
+        field, most of every call, takes the loop's shortest way: no method calls.)
+        """
+        pos = self._opening(data) if self.state == "start" else 0
+        delimiter, fields, raw = self.delimiter, self.body.fields, self.raw
         while True:
-            if self.state == "start":
-                pos = len(buffer) - len(buffer.lstrip(b"\r\n"))  # blank lines before the first boundary
-                opening = buffer[pos : pos + len(self.opening) + 2]
-                if not (self.opening + b"\r\n").startswith(opening) and not (self.opening + b"--").startswith(opening):
-                    raise _malformed("the body does not start with its boundary")
-                if len(opening) < len(self.opening) + 2:
-                    return pos
-                pos += len(opening)
-                if opening.endswith(b"--"):
-                    self.state = "end"
-                else:
-                    self._begin_part(pos)
-            elif self.state == "headers":
-                if buffer.startswith(b"\r\n", pos):  # a part without headers (refused below)
+            state = self.state
+            if state == "headers":
+                if data[pos : pos + 2] == b"\r\n":  # a part without headers (refused below)
                     block, end = b"", pos + 2
                 else:
-                    found = buffer.find(b"\r\n\r\n", pos)
+                    found = data.find(b"\r\n\r\n", pos)
                     if found < 0:
-                        if len(buffer) - pos > MAX_PART_HEADERS * (MAX_HEADER_LINE + 2):
+                        if len(data) - pos > MAX_PART_HEADERS * (MAX_HEADER_LINE + 2):
                             raise _malformed("a part's headers are too large")
                         return pos
-                    block, end = bytes(buffer[pos:found]), found + 4
-                self._headers(block, self.at + end)
+                    block, end = bytes(data[pos:found]), found + 4
+                self.parts += 1
+                if self.parts > MAX_PARTS:
+                    raise Rejected(413, f"more than {MAX_PARTS} parts in the body")
+                name, filename = _part_header(block)
+                self.state = "data"
+                pos = search_from = end
+                if filename is not None or raw is not None:
+                    self._headers(name, filename, block, self.at + end)
+                else:
+                    self.name = name
+            elif state != "data":  # the opening is not all here yet; or the end, where an epilogue is ignored
+                return pos if state == "start" else len(data)
+            else:
+                search_from = self.search_at - self.at  # (where the last look for a delimiter stopped)
+            # the data runs to a delimiter followed by CRLF or "--" (or by transport padding, then CRLF)
+            found = data.find(delimiter, max(pos, search_from))
+            while found >= 0:
+                after = found + len(delimiter)
+                follows = data[after : after + 2]
+                if len(follows) < 2:  # what follows decides: wait for it
+                    break
+                if follows == b"\r\n" or follows == b"--":
+                    end = after + 2
+                elif follows[0] in b" \t":  # transport padding: spaces, then CRLF
+                    end = data.find(b"\r\n", after) + 2
+                    if end < 2 and len(data) - after < 1024:
+                        break
+                    if end < 2 or data[after : end - 2].strip(b" \t"):
+                        raise _malformed("no CRLF after the boundary's padding")
+                else:
+                    found = data.find(delimiter, found + 1)  # the boundary's bytes inside the data
+                    continue
+                if self.upload is not None:
+                    self._end_upload(data[pos:found])
+                elif found - pos > self.field_limit:
+                    raise _field_too_large(self.name, self.field_limit)
+                else:
+                    value = _decode(data[pos:found], field=self.name)
+                    fields.append((self.name, value))
+                    if raw is not None:
+                        self.body.hide(value, data[pos:found], self.value_at, name=self.name)
+                        raw.release()
                 pos = end
-            elif self.state == "data":
-                delimiter = self.delimiter
-                found = buffer.find(delimiter, max(pos, self.search_at - self.at))
-                while found >= 0:
-                    after = found + len(delimiter)
-                    if len(buffer) < after + 2:  # what follows decides: wait for it
-                        break
-                    follows = buffer[after : after + 2]
-                    if follows == b"\r\n" or follows == b"--":
-                        self._end_part(buffer, pos, found)
-                        pos = after + 2
-                        if follows == b"--":
-                            self.state = "end"
-                        else:
-                            self._begin_part(pos)
-                        break
-                    if follows[0] in b" \t":  # transport padding: spaces, then CRLF
-                        line_end = buffer.find(b"\r\n", after)
-                        if line_end < 0 and len(buffer) - after < 1024:
-                            break
-                        if line_end < 0 or buffer[after:line_end].strip(b" \t"):
-                            raise _malformed("no CRLF after the boundary's padding")
-                        self._end_part(buffer, pos, found)
-                        pos = line_end + 2
-                        self._begin_part(pos)
-                        break
-                    found = buffer.find(delimiter, found + 1)  # the boundary's bytes inside the data
-                if self.state == "data":  # no delimiter yet: what cannot start one is data
-                    safe = max(pos, len(buffer) - len(delimiter) - 1 if found < 0 else found)
-                    self.search_at = self.at + safe
-                    if self.upload is not None:
-                        self._to_upload(buffer[pos:safe])
-                        pos = safe
-                    elif safe - pos > self.field_limit:
-                        raise _field_too_large(self.name, self.field_limit)
-                    return pos
-            else:  # end: an epilogue is ignored
-                return len(buffer)
+                self._begin_part(pos, follows == b"--")
+                break
+            if self.state == "data":  # no delimiter yet: what cannot start one is data
+                safe = max(pos, len(data) - len(delimiter) - 1 if found < 0 else found)
+                self.search_at = self.at + safe
+                if self.upload is not None:
+                    self.upload.write(data[pos:safe])
+                    pos = safe
+                elif safe - pos > self.field_limit:
+                    raise _field_too_large(self.name, self.field_limit)
+                return pos
 
-    def _begin_part(self, pos: int) -> None:
-        self.state = "headers"
-        if self.raw is not None:  # nothing of a part is written until its name is known
-            self.raw.hold(self.at + pos)
+    def _opening(self, data: bytes | bytearray) -> int:
+        """Where the first part's headers start, once the body's opening boundary is all here."""
+        pos = len(data) - len(data.lstrip(b"\r\n"))  # blank lines before the first boundary
+        opening = data[pos : pos + len(self.opening) + 2]
+        if not (self.opening + b"\r\n").startswith(opening) and not (self.opening + b"--").startswith(opening):
+            raise _malformed("the body does not start with its boundary")
+        if len(opening) < len(self.opening) + 2:
+            return pos
+        self._begin_part(pos + len(opening), opening.endswith(b"--"))
+        return pos + len(opening)
 
-    def _headers(self, block: bytes, data_at: int) -> None:
-        self.parts += 1
-        if self.parts > MAX_PARTS:
-            raise Rejected(413, f"more than {MAX_PARTS} parts in the body")
-        name, filename = _part_header(block)
-        self.state, self.search_at = "data", data_at
+    def _begin_part(self, pos: int, last: bool) -> None:
+        """A delimiter ended at ``pos``: the next part's headers start there, unless it was the ``last``."""
+        if last:
+            self.state = "end"
+        else:
+            self.state = "headers"
+            if self.raw is not None:  # nothing of a part is written until its name is known
+                self.raw.hold(self.at + pos)
+
+    def _headers(self, name: str, filename: str | None, block: bytes, data_at: int) -> None:
+        """A part's headers were read: a file's upload begins; the raw body learns what to hide."""
         if block and self.raw is not None:  # a name or filename quoting a secret (held until now)
             self.body.hide(block.decode("utf-8", "replace"), block, data_at - 4 - len(block))
         if filename is not None:
@@ -371,25 +396,14 @@ class _Multipart:
         else:
             self.name, self.value_at = name, data_at
 
-    def _to_upload(self, data: bytes | bytearray) -> None:
+    def _end_upload(self, data: bytes | bytearray) -> None:
+        """A file's part ended with ``data``."""
         assert self.upload is not None
         self.upload.write(data)
-
-    def _end_part(self, buffer: bytearray, start: int, end: int) -> None:
-        if self.upload is not None:
-            self._to_upload(buffer[start:end])
-            if self.upload.handle is not None:
-                self.upload.handle.close()
-                self.upload.handle = None
-            self.upload = None
-            return
-        if end - start > self.field_limit:
-            raise _field_too_large(self.name, self.field_limit)
-        value = _decode(buffer[start:end], field=self.name)
-        self.body.fields.append((self.name, value))
-        if self.raw is not None:
-            self.body.hide(value, buffer[start:end], self.value_at, name=self.name)
-            self.raw.release()
+        if self.upload.handle is not None:
+            self.upload.handle.close()
+            self.upload.handle = None
+        self.upload = None
 
 
 @functools.lru_cache(maxsize=1024)
