@@ -56,8 +56,8 @@ URL_PATTERN = r"^https?://[^\s/]+"
 #: The envelope ``status`` values that mean failure.
 FAILED_STATUSES = (0, False, "0")
 
-_BRACKET = re.compile(r"^attaches\[(\d+)\]\[(file_url|big)\]$")
-_DIGITS = re.compile(r"^[0-9]+$")
+_BRACKET = re.compile(r"attaches\[([0-9]+)\]\[(file_url|big)\]")  # fullmatch: ASCII digits, no newline after
+_DIGITS = re.compile(r"[0-9]+")  # fullmatch ("$" would let "42\n" through)
 _URL = re.compile(URL_PATTERN)
 # opcli's own request header: a request `opcli replay` (or the inspector) sends again names the
 # journal line it replays; the listener journals it as ``replay_of``
@@ -96,7 +96,7 @@ def id_of(value: Any) -> int:
     """
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and _DIGITS.match(value.removeprefix("-")):
+    elif isinstance(value, str) and _DIGITS.fullmatch(value.removeprefix("-")):
         try:
             number = int(value)
         except ValueError:  # more digits than int() takes (4,300): far past 2^63
@@ -119,10 +119,14 @@ def parse_id(value: Any, name: str) -> int:
         raise ValueError(f"{name}: {exc}") from None
 
 
+#: control characters as a message shows them: escaped, so that a message stays one line
+_ESCAPED = {n: repr(chr(n))[1:-1] for n in (*range(32), 127)}
+
+
 def _shown(value: Any) -> str:
-    """A received value in a message: a string in single quotes, anything else as JSON."""
+    """A received value in a message: a string in single quotes (control characters escaped), anything else as JSON."""
     if isinstance(value, str):
-        return f"'{value}'" if len(value) <= 40 else f"'{value[:37]}...'"
+        return f"'{value.translate(_ESCAPED)}'" if len(value) <= 40 else f"'{value[:37].translate(_ESCAPED)}...'"
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -235,7 +239,7 @@ def _photo_field(name: str) -> tuple[int, str] | None:
 
     (Only short names are looked up through the cache: a client's long ones are not kept.)
     """
-    m = _BRACKET.match(name)
+    m = _BRACKET.fullmatch(name)
     return (int(m.group(1)), m.group(2)) if m else None
 
 

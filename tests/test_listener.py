@@ -205,6 +205,14 @@ VALID = body(*(part(k, v.encode()) for k, v in MSG.items()))
         ),
         (
             "POST",
+            "/hooks/user-info",
+            {"content-type": "application/x-www-form-urlencoded"},
+            f"token={TOKEN}&user_id=42%0A".encode(),  # a regex's "$" matches before a last newline
+            422,
+            "user_id: '42\\n' is not a whole number",
+        ),
+        (
+            "POST",
             "/operator-api",
             {"content-type": MP},
             body(*(part(k, v.encode()) for k, v in MSG.items()), part("attaches", b"[not json")),
@@ -399,3 +407,6 @@ def test_bracket_photos_are_read_whatever_the_index_s_length_in_any_order():
     assert _photo_field.cache_info().currsize == 3  # the two short photo names and attachesX; not the long one
     with pytest.raises(ValueError, match="not a photo field"):
         decode_attaches([("attaches[0][size]", "1")])
+    for name in ("attaches[0][big]\n", "attaches[\u0663][big]"):  # a newline after; an Arabic-Indic 3 (int() takes it)
+        with pytest.raises(ValueError, match="not a photo field"):
+            decode_attaches([(name, "https://a/b.jpg")])

@@ -30,7 +30,7 @@ MAX_HEADER_LINE = 4096 + 128
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header's name (RFC 9110)
 #: Content-Type and Content-Disposition values repeat from call to call: each is parsed once
 _options = functools.lru_cache(maxsize=1024)(parse_options_header)
-_SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
+_SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")  # fullmatch
 
 
 class Rejected(Exception):
@@ -155,7 +155,7 @@ class Body:
         handle = path = None
         if self.save_dir is not None:
             suffix = Path(filename.replace("\\", "/")).suffix.lower()
-            safe = _SAFE_SUFFIX.match(suffix) and not any(s.lower() in suffix for s in self.secrets)
+            safe = _SAFE_SUFFIX.fullmatch(suffix) and not any(s.lower() in suffix for s in self.secrets)
             path = saved_path(self.save_dir, suffix if safe else ".bin")
             handle = open(path, "xb")  # noqa: SIM115 - closed at the part's end or by discard_files
         # a short token (a test's "t") would keep any file from being saved: only those of 8+ characters
