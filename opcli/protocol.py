@@ -142,23 +142,58 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
 
 
 def hide_secrets(text: str, secrets: Iterable[str | None]) -> str:
-    """``text`` with each secret's value masked, in every form it takes (as is, URL-encoded, JSON-escaped).
+    """``text`` with each secret's value masked, in whatever form it takes (``secret_pattern``).
 
     A secret shorter than 8 characters is masked only where it stands alone (not inside a longer
     word), so that ``abc`` does not mangle ``abcdef``.
     """
     for secret in secrets:
-        if not secret:
-            continue
-        mask = mask_token(secret)
-        for form in secret_forms(secret):
-            if form not in text:
-                continue
-            if len(secret) >= 8:
-                text = text.replace(form, mask)
-            else:
-                text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])", mask, text)
+        if secret and may_hold(text, secret):
+            mask = mask_token(secret)
+            text = secret_pattern(secret).sub(mask.replace("\\", "\\\\"), text)  # (the mask as it is)
     return text
+
+
+def may_hold(text: str, secret: str) -> bool:
+    """False when ``text`` cannot hold ``secret`` in any form: no plain form of it, no ``%`` and no ``\\``."""
+    return "%" in text or "\\" in text or any(form in text for form in secret_forms(secret))
+
+
+@functools.lru_cache(maxsize=64)
+def secret_pattern(secret: str) -> re.Pattern[str]:
+    """Where a secret stands in text: each of its characters as is, %-encoded (either case; a space
+    also as ``+``) or JSON-escaped (``\\u0041``, ``\\/``), in any mix -- ``%53uper\\u0053ecret``.
+
+    A secret shorter than 8 characters only where it stands alone. ``.pattern`` compiles for bytes
+    too (``secret_bytes_pattern``).
+    """
+    body = "".join(f"(?:{'|'.join(_char_forms(char))})" for char in secret)
+    return re.compile(rf"(?<![A-Za-z0-9]){body}(?![A-Za-z0-9])" if len(secret) < 8 else body)
+
+
+@functools.lru_cache(maxsize=64)
+def secret_bytes_pattern(secret: str) -> re.Pattern[bytes]:
+    """``secret_pattern`` for UTF-8 bytes (a raw body, a journal line)."""
+    return re.compile(secret_pattern(secret).pattern.encode())
+
+
+_JSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+def _char_forms(char: str) -> list[str]:
+    """The regular expressions of one character of a secret: as is, %-encoded, JSON-escaped."""
+
+    def hex_digits(text: str) -> str:
+        return "".join(f"[{c}{c.upper()}]" if c.isalpha() else c for c in text)
+
+    forms = [re.escape(char), "".join(f"%{hex_digits(f'{byte:02x}')}" for byte in char.encode())]
+    if char == " ":
+        forms.append(r"\+")
+    if ord(char) < 0x10000:
+        forms.append(r"\\u" + hex_digits(f"{ord(char):04x}"))
+    if char in _JSON_ESCAPES:
+        forms.append(re.escape(_JSON_ESCAPES[char]))
+    return forms
 
 
 def hide_secrets_in(value: Any, secrets: Iterable[str | None]) -> Any:

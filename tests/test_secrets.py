@@ -178,3 +178,81 @@ def test_hiding_in_json_values_covers_numbers_and_php_escaped_slashes():
     value = {"n": 123456789012, "s": "AbC+dEf\\/GhI=xyz-1", "q": "AbC%2BdEf/GhI%3Dxyz-1", "ok": 5, token: [True]}
     hidden = hide_secrets_in(value, (token, "123456789012"))
     assert hidden == {"n": "***", "s": "…yz-1", "q": "…yz-1", "ok": 5, "…yz-1": [True]}
+
+
+def test_a_secret_is_found_in_any_mix_of_its_forms():
+    from opcli.protocol import hide_secrets
+
+    token = "Ab+cd/ef=GH 1234567890xyz"
+    encoded = "".join(f"%{b:02X}" for b in token.encode())  # every character %-encoded
+    mixed = "%41b%2bcd\\/ef%3dGH+1234567890\\u0078yz"  # upper and lower hex, JSON escapes, + for the space
+    for text in (token, encoded, encoded.lower(), mixed, f"?token={encoded}&x=1"):
+        assert hide_secrets(text, (token,)).count("…0xyz") == 1, text
+    assert hide_secrets("Ab+cd/ef=GH 1234567890xy", (token,)) == "Ab+cd/ef=GH 1234567890xy"  # not the whole token
+    # a short secret only where it stands alone, in any form
+    assert hide_secrets("abcdef, abc and %61bc", ("abc",)) == "abcdef, *** and ***"
+
+
+def test_the_listener_keeps_an_encoded_token_out_of_journal_saved_body_and_answers(tmp_path):
+    from starlette.testclient import TestClient
+
+    from opcli.config import load_config
+    from opcli.listener import create_app
+    from opcli.protocol import secret_bytes_pattern
+    from tests.conftest import lines_of
+
+    token = "Ab+cd/ef=GH1234567890xyz"
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    app = create_app(load_config(write_config(tmp_path / "c.yaml", token=f'"{token}"'), listen=True), save_dir=saved)
+    journal, client = lines_of(app), TestClient(app)
+    percent = "".join(f"%{b:02x}" for b in token.encode())
+    escaped = "".join(f"\\u{ord(c):04x}" for c in token)
+    boundary = "b0und"
+
+    def part(name: str, value: str, filename: str = "") -> str:
+        extra = f'; filename="{filename}"' if filename else ""
+        return f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{extra}\r\n\r\n{value}\r\n'
+
+    body = "".join(
+        [
+            part("token", token),
+            part("action", "message_sent"),
+            part("user_id", "42"),
+            part("contact_id", "7"),
+            part("message", f"see https://x.example/?token={percent}"),
+            part("attaches", f'[{{"file_url": "https://a.example/{escaped}.jpg"}}]'),
+            part("attach", "data", filename=f"{percent}.jpg"),
+            f"--{boundary}--\r\n",
+        ]
+    )
+    r = client.post(
+        "/operator-api", content=body.encode(), headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+    )
+    assert r.status_code == 200, r.text
+    line = json.dumps(journal[-1])
+    assert "…0xyz" in journal[-1]["fields"]["message"] and journal[-1]["attaches"][0]["file_url"].count("…0xyz") == 1
+    assert journal[-1]["files"][0]["filename"] == "…0xyz.jpg"
+    pattern = secret_bytes_pattern(token)
+    assert not pattern.search(line.encode())
+    files = list(saved.iterdir())
+    assert files and not any(pattern.search(path.read_bytes()) for path in files)
+    # answers that quote the request: a path, a content type; the journal keeps the client's spelling to mask it
+    for path, content_type, status in [
+        (f"/x/{percent}", "text/plain", 404),
+        ("/hooks/user-info", f"text/{token}", 415),
+    ]:
+        r = client.post(path, content=b"x", headers={"content-type": content_type})
+        assert r.status_code == status and not pattern.search(r.content), r.text
+        assert not pattern.search(json.dumps(journal[-1]).encode())
+    assert journal[-1]["content_type"] == "text/…0xyz"
+    # a boundary that is the token: the body cannot be saved without it
+    r = client.post(
+        "/hooks/user-info",
+        content=f'--{token}\r\nContent-Disposition: form-data; name="user_id"\r\n\r\n42\r\n'
+        f'--{token}\r\nContent-Disposition: form-data; name="token"\r\n\r\n{token}\r\n--{token}--\r\n'.encode(),
+        headers={"content-type": f'multipart/form-data; boundary="{token}"'},
+    )
+    assert r.status_code == 200 and "body" not in journal[-1]
+    assert journal[-1]["warnings"] == ["the Content-Type holds the token: the body is not saved"]
+    assert not any(pattern.search(path.read_bytes()) for path in saved.iterdir())

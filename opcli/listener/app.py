@@ -42,6 +42,7 @@ from opcli.protocol import (
     KNOWN_FIELDS,
     REPLAY_HEADER,
     decode_attaches,
+    hide_secrets,
     is_url,
     parse_id,
 )
@@ -157,13 +158,13 @@ class Listener:
             else:
                 answer = await self.endpoint(call, kind, scope, sent, receive)
                 (status, reply), content_type = answer, b"application/json"
-        except Rejected as exc:
-            status, reply, content_type = exc.status, {"status": 0, "message": exc.message}, b"application/json"
+        except Rejected as exc:  # (a message may quote what the client sent: the token too)
+            status, reply, content_type = exc.status, self.error(exc.message), b"application/json"
         except ClientGone:
-            status, reply = 400, {"status": 0, "message": "the client disconnected before the body ended"}
+            status, reply = 400, self.error("the client disconnected before the body ended")
             content_type = b"application/json"
         except Exception as exc:  # a bug must not stop the listener: answer 500 and journal it
-            status, reply = 500, {"status": 0, "message": f"listener error: {type(exc).__name__}: {exc}"}
+            status, reply = 500, self.error(f"listener error: {type(exc).__name__}: {exc}")
             content_type = b"application/json"
         raw = reply if isinstance(reply, Raw) else None
         if raw is not None:
@@ -200,12 +201,17 @@ class Listener:
             for hook in list(self.answered):
                 hook(call)
 
+    def error(self, message: str) -> dict[str, Any]:
+        """The envelope of a 4xx or 5xx answer; the secrets masked in its message, as in the journal."""
+        return {"status": 0, "message": hide_secrets(message, self.journal.secrets)}
+
     def bad_request(self, method: str, path: str, status: int, reply: dict[str, Any]) -> bytes:
         """A request the HTTP layer refused (malformed, too large, too slow): journaled, as JSON.
 
         Called by the protocol (``opcli.listener.http``), which sends the returned body itself.
         """
         kind = self.routes.get(path) if method == "POST" else None  # a broken call to an endpoint counts
+        reply = self.error(reply["message"])
         call = Call(kind=kind or "unknown", method=method, path=path, status=status, reply=reply)
         try:
             self.journal.record(call)
@@ -234,6 +240,12 @@ class Listener:
         body = Body(self.save_dir, keep_raw=self.forward is not None, secrets=self.journal.secrets)
         settings = self.settings
         try:
+            if body.keep_raw and self.journal.carries_secret(content_type.encode("latin-1")):
+                # (a boundary or a charset holding the token: the raw body cannot go anywhere without it)
+                if self.forward is not None:
+                    raise Rejected(400, "the Content-Type holds the token: the call cannot be forwarded without it")
+                body.keep_raw = False
+                call.warnings.append("the Content-Type holds the token: the body is not saved")
             await read_form(
                 content_type,
                 sent.get(b"content-length", b"").decode("latin-1"),

@@ -21,7 +21,7 @@ from urllib.parse import quote_plus, unquote_to_bytes
 from python_multipart.multipart import parse_options_header
 
 from opcli.listener.bodies import RawBody, saved_path
-from opcli.protocol import mask_token, secret_forms
+from opcli.protocol import mask_token, may_hold, secret_bytes_pattern, secret_pattern
 
 MAX_PARTS = 1000
 MAX_BOUNDARY = 256  # RFC 2046 allows 70
@@ -107,8 +107,9 @@ class Body:
 
         The ``token`` field's value is cut out (``token_at``: a replay or ``--forward`` puts a token
         back there). A secret quoted anywhere else -- a message, a field's name, a part's headers --
-        is replaced by its mask, as the journal shows it: where it came encoded some other way than
-        as is or URL-encoded, the whole of ``raw`` is.
+        in any form (``secret_pattern``: as is, %-encoded, JSON-escaped) is replaced by its mask, as
+        the journal shows it: where it came encoded some other way (``%2541``: %-encoded twice in a
+        urlencoded body), the whole of ``raw`` is.
         """
         raw_body = self.raw
         if raw_body is None or not text:
@@ -117,21 +118,18 @@ class Body:
             raw_body.cut(at, at + len(raw))
             return
         for secret in self.secrets:
-            if secret not in text or (len(secret) < 8 and text != secret):  # a short one only as a whole value
+            if not may_hold(text, secret):
+                continue
+            in_text = len(secret_pattern(secret).findall(text))
+            if not in_text:
                 continue
             mask = mask_token(secret)
             instead = (quote_plus(mask) if urlencoded else mask).encode()
-            spans: list[tuple[int, int]] = []
-            for form in secret_forms(secret):
-                needle, start = form.encode(), 0
-                while (found := raw.find(needle, start)) >= 0:
-                    start = found + len(needle)
-                    if not any(a < start and found < b for a, b in spans):  # a longer form holds it
-                        spans.append((found, start))
-            if len(spans) < text.count(secret):  # some came encoded otherwise: all of it goes
+            spans = [found.span() for found in secret_bytes_pattern(secret).finditer(raw)]
+            if len(spans) < in_text:  # some came encoded otherwise: all of it goes
                 spans = [(0, len(raw))]
-            for a, b in spans:
-                raw_body.cut(at + a, at + b, instead)
+            for start, end in spans:
+                raw_body.cut(at + start, at + end, instead)
 
     def close_raw(self, content_type: str) -> dict[str, Any] | None:
         """Done with the raw body: the journal's ``body`` when it was saved whole, else None (nothing kept)."""
@@ -500,8 +498,13 @@ def header(scope: dict[str, Any], name: bytes) -> str:
 
 
 def media_type(content_type: str) -> str | None:
-    """A content type without its parameters (``multipart/form-data``), or None."""
-    return _options(content_type)[0].decode("latin-1") or None
+    """A content type without its parameters, or None: a form's in lower case (``multipart/form-data``),
+    any other as the client spelled it (the journal masks a token there; lowered, it would not know it).
+    """
+    kind = _options(content_type)[0].decode("latin-1")
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return kind
+    return content_type.split(";", 1)[0].strip() or None
 
 
 async def read_form(

@@ -20,7 +20,7 @@ from typing import Any, Union
 
 from opcli.errors import UsageError
 from opcli.listener.call import Call, Callback, Ready
-from opcli.protocol import hide_secrets_in, secret_needles
+from opcli.protocol import hide_secrets_in, secret_bytes_pattern, secret_needles
 
 Entry = Union[Call, Callback]  # noqa: UP007 (a runtime alias on 3.10)
 Line = Union[Call, Callback, Ready]  # noqa: UP007
@@ -60,19 +60,31 @@ class Journal:
         self._needles = secret_needles(self.secrets)
 
     def carries_secret(self, data: bytes) -> bool:
-        """True when ``data`` (text or JSON) holds one of the secrets, in any of its forms."""
+        """True when ``data`` (text or JSON) may hold one of the secrets, in any of its forms.
+
+        A plain form is looked for first; a ``%`` or a backslash (JSON's ``\\u0041``) sends the
+        data through each secret's pattern (``secret_pattern``), which takes any mix of forms.
+        """
         for needle in self._needles:
             if needle in data:
                 return True
+        if b"%" in data or b"\\" in data:
+            return any(secret_bytes_pattern(secret).search(data) for secret in self.secrets)
         return False
 
     def _hidden(self, entry: Entry) -> None:
         """Mask the secrets in ``entry``; costs one look at its line when there is none (the usual case)."""
         if self.carries_secret(entry.line()):
+            changed = False
             for f in dataclasses.fields(entry):
                 if not f.name.startswith("_"):
-                    setattr(entry, f.name, hide_secrets_in(getattr(entry, f.name), self.secrets))
-            entry._line = None
+                    value = getattr(entry, f.name)
+                    hidden = hide_secrets_in(value, self.secrets)
+                    if hidden != value:
+                        setattr(entry, f.name, hidden)
+                        changed = True
+            if changed:
+                entry._line = None
 
     def announce(self, ready: Ready) -> None:
         """The ready line: to the subscribers, not kept (it is no call)."""
