@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -249,3 +250,61 @@ def test_a_stdout_nobody_reads_never_stalls_the_listener(isolated):
     assert proc.returncode == 143
     assert len(out.splitlines()) == 601  # every line reached stdout once it was read
     assert b"Traceback" not in err
+
+
+def _listener_writing_to(stdout: Any, *args: str) -> tuple[subprocess.Popen, str]:
+    """``opcli listen --port 0 --json`` with its stdout on ``stdout``; returns it and its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opcli", "listen", "--port", "0", "--json", *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stderr:
+        if line.startswith("Ready: "):
+            return proc, line.split()[1]
+    proc.kill()
+    raise AssertionError("the listener never got ready")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(10)
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def test_a_call_is_on_stdout_flushed_before_its_reply_is_sent(tmp_path):
+    import httpx
+
+    out = tmp_path / "out.jsonl"
+    with out.open("w") as sink:
+        proc, url = _listener_writing_to(sink)
+    try:
+        with httpx.Client() as client:
+            for n in range(1, 41):
+                r = client.post(f"{url}/hooks/user-info", data={"token": "dev-token", "user_id": str(n)})
+                assert r.status_code == 200
+                last = json.loads(out.read_text().splitlines()[-1])  # read the moment the reply came
+                assert (last["seq"], last["fields"]["user_id"]) == (n, str(n))
+    finally:
+        _stop(proc)
+
+
+def test_a_stdout_nobody_reads_holds_a_reply_up_for_a_while_only(tmp_path):
+    import httpx
+
+    proc, url = _listener_writing_to(subprocess.PIPE)  # its stdout is never read: the pipe fills up
+    try:
+        with httpx.Client(timeout=10) as client:
+            slowest = 0.0
+            for n in range(400):  # ~600-byte lines: the 64 KiB pipe is full after about a hundred
+                started = time.monotonic()
+                r = client.post(f"{url}/hooks/user-info", data={"token": "dev-token", "user_id": str(n)})
+                slowest = max(slowest, time.monotonic() - started)
+                assert r.status_code == 200
+        assert slowest >= 0.5  # a reply waited for the stalled stdout (STALL_SECONDS); then none did
+        assert proc.poll() is None
+    finally:
+        _stop(proc)

@@ -119,6 +119,8 @@ class Listener:
         self.mounts: dict[str, ASGIApp] = {}
         # told after each call's reply went out: the operator loop starts there
         self.answered: list[Callable[[Call], None]] = []
+        # what a reply waits for once its call is journaled (the runner's: stdout has shown the line), or None
+        self.before_reply: Callable[[], Awaitable[None] | None] | None = None
         self.mounts[INSPECTOR] = Inspector(self)
         self.message_ids = itertools.count(1001)
         self.answers: dict[str, Callable[[Call, dict[str, int]], Answer]] = {
@@ -182,6 +184,8 @@ class Listener:
             status, body = 503, jsonl.compact({"status": 0, "message": str(exc)})
             content_type = b"application/json"
             self.on_journal_error(exc)
+        if self.before_reply is not None and (shown := self.before_reply()) is not None:
+            await shown
         if call.fault is not None:
             await respond(call.fault, scope, send, status, body)
             return

@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -207,7 +206,8 @@ def serve(
     """Run the listener until --count calls, --timeout, or a signal; returns how it ended.
 
     ``show`` gets every line (ready, calls, callbacks) for stdout, from a thread of its own, a
-    batch at a time; ``flush`` is called after each batch (show need not flush each line). When
+    batch at a time; ``flush`` is called after each batch (show need not flush each line), and
+    a call's reply waits until its line was flushed (``StdoutPump``). When
     stdout's reader goes away (BrokenPipeError) the listener stops. ``announce(ready)`` is called once the socket
     accepts connections. ``faults`` (``--fault``) come before the config's rules; ``seed``
     (``--seed``) wins over ``listen.seed``. ``operator`` (or ``listen.operator`` in the config)
@@ -269,6 +269,7 @@ def serve(
     pump = StdoutPump(show, stop, flush) if show is not None else None
     if pump is not None:
         book.subscribe(pump)
+        app.before_reply = pump.written
     book.subscribe(tally)
     raise_fd_limit()
     undo_logs = _quiet_logs()
@@ -316,17 +317,19 @@ def serve(
 
 
 class StdoutPump:
-    """Writes the lines ``show`` renders from a thread of its own, so serving never waits on stdout.
+    """Writes the lines ``show`` renders from a thread of its own; a call's reply waits until its line was flushed.
 
-    The thread wakes at most once per ``BATCH_SECONDS`` and shows what came meanwhile, then calls
-    ``flush``: woken and flushing for every line, it took the GIL from the event loop so often that
-    it cost the listener a third of its calls per second. A reader that stops reading (a stalled
-    ``| less``) fills a bounded queue; past it, lines are dropped from stdout -- never from the
-    journal file -- with one warning and a count. When the reader goes away (BrokenPipeError) the
-    listener stops, as a Unix tool does (``| head``).
+    The listener awaits ``written()`` before each reply, as cli.md promises: the line is on stdout
+    (flushed) before the reply is sent. The thread shows every line queued since it last woke,
+    flushes once, and releases the replies waiting on them: under many clients a flush serves a
+    batch. The event loop never writes to stdout itself, so a reader that stops reading (a stalled
+    ``| less``) holds replies up for at most ``STALL_SECONDS``; after that replies go out without
+    waiting, lines gather in a bounded queue, and past it they are dropped from stdout -- never
+    from the journal file -- with one warning and a count. When the reader goes away
+    (BrokenPipeError) the listener stops, as a Unix tool does (``| head``).
     """
 
-    BATCH_SECONDS = 0.01
+    STALL_SECONDS = 1.0
 
     def __init__(
         self,
@@ -340,6 +343,12 @@ class StdoutPump:
         self.wake = threading.Event()  # set when lines wait: the loop sets it once per batch, not per line
         self.dropped = 0
         self.closed = False
+        self.queued = 0  # lines queued so far, and (by the thread) shown and flushed so far
+        self.flushed = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.waiters: deque[tuple[int, asyncio.Future[None]]] = deque()  # (lines to be flushed, the reply's wait)
+        self.timer: asyncio.TimerHandle | None = None
+        self.stalled = False
         self.thread = threading.Thread(target=self._run, daemon=True, name="opcli stdout")
         self.thread.start()
 
@@ -356,26 +365,58 @@ class StdoutPump:
             self.dropped += 1
             return
         self.queue.append(line)
+        self.queued += 1
         if not self.wake.is_set():
             self.wake.set()
+
+    def written(self) -> asyncio.Future[None] | None:
+        """What a reply awaits (on the event loop): every line queued so far shown and flushed.
+
+        None when they are, or when stdout has stalled.
+        """
+        if self.flushed >= self.queued or self.stalled or self.closed:
+            return None
+        loop = self.loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self.waiters.append((self.queued, waiter))
+        if self.timer is None:
+            self.timer = loop.call_later(self.STALL_SECONDS, self._release, True)
+        return waiter
+
+    def _release(self, stalled: bool = False) -> None:
+        """On the loop: the replies whose lines were flushed go on (all of them when stdout ``stalled``)."""
+        self.stalled = stalled
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        while self.waiters and (stalled or self.waiters[0][0] <= self.flushed):
+            waiter = self.waiters.popleft()[1]
+            if not waiter.done():
+                waiter.set_result(None)
+        if self.waiters:  # a flush is still to come for these
+            self.timer = asyncio.get_running_loop().call_later(self.STALL_SECONDS, self._release, True)
 
     def _run(self) -> None:
         while True:
             self.wake.wait()
-            time.sleep(self.BATCH_SECONDS)  # let a batch gather (the GIL is free meanwhile)
             self.wake.clear()
-            ended = self._show_queued()
+            taken = len(self.queue)  # what is shown now: lines queued meanwhile wait for the next turn
+            ended = self._show_queued(taken)
             try:
                 if self.flush is not None and not self.closed:
                     self.flush()
             except BrokenPipeError:
                 self._reader_gone()
+            self.flushed += taken - ended
+            if self.loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop has ended (the listener stopped)
+                    self.loop.call_soon_threadsafe(self._release)
             if ended:
                 return
 
-    def _show_queued(self) -> bool:
-        """Show every line queued; True once the end mark (None) came."""
-        while self.queue:
+    def _show_queued(self, count: int) -> bool:
+        """Show the first ``count`` lines queued; True once the end mark (None) came."""
+        for _ in range(count):
             line = self.queue.popleft()
             if line is None:
                 return True
