@@ -193,6 +193,19 @@ def test_delay_dribble_and_hang_take_at_least_their_time(listener):
     assert listener.calls[0].ms >= 450
 
 
+def test_a_reply_the_client_gave_up_on_is_journaled_as_not_sent(listener):
+    listener.fault("user_info:delay=5,times=1")
+    listener.fault("user_info:status=500,delay=5")
+    for _ in range(2):
+        gave_up = run_curl("--max-time", "0.5", *INFO, listener.endpoints["user_info"])
+        assert gave_up.returncode == 28  # curl's timeout, as the panel gives up after 4 s
+    calls = listener.wait_for(count=2)
+    assert [(c.status, c.reply) for c in calls] == [(None, None), (None, None)]
+    assert calls[0].warnings == ["the client closed the connection before the reply (200) was sent"]
+    assert calls[1].warnings == ["the client closed the connection before the reply (500) was sent"]
+    assert calls[0].ms >= 400
+
+
 def test_the_option_delay_comes_before_the_action(listener):
     listener.fault("user_info:reset,delay=0.5")
     started = time.monotonic()

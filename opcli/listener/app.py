@@ -173,6 +173,11 @@ class Listener:
             reply, content_type = raw.shown, raw.content_type
         call.status, call.reply = status, reply
         call.ms = ms_since(started)
+        connection = scope.get("extensions", {}).get(EXTENSION)
+        if connection is not None and connection.lost.is_set() and status is not None:
+            # the client gave up first (its timeout, during a delay or a slow upstream): nothing goes out
+            call.status, call.reply = None, None
+            call.warnings.append(f"the client closed the connection before the reply ({status}) was sent")
         if raw is not None:
             body = raw.body
         else:
