@@ -97,10 +97,11 @@ class ConnectionAccess:
         """The client half-closed (``nc -N``): close once this turn's answers have left, not at once.
 
         (Returning None, as uvicorn does, makes asyncio close the transport now, and an answer
-        waiting in the ``Outbox`` for the end of the turn would be dropped.)
+        waiting in the ``Outbox`` for the end of the turn would be dropped.) ``Guarded`` does
+        more, and returns True when it did.
         """
-        super().eof_received()  # type: ignore[misc]
-        self.loop.call_soon(self.transport.close)  # type: ignore[attr-defined]
+        if not super().eof_received():  # type: ignore[misc]
+            self.loop.call_soon(self.transport.close)  # type: ignore[attr-defined]
         return True
 
     def shutdown(self) -> None:
@@ -208,6 +209,7 @@ class Guarded:
         self.rules: Rules = getattr(app, "connection_rules", None) or Rules()
         self.on_bad_request = getattr(app, "bad_request", None)
         self.phase = "idle"
+        self.half_closed = False  # the client sent all it will: close once everything is answered
         self.header_bytes = 0
         self.deadline: float | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -300,6 +302,25 @@ class Guarded:
         super().on_response_complete()  # type: ignore[misc]
         if self.phase == "answer" and self.cycle.response_complete:  # type: ignore[attr-defined]
             self.went_idle()  # (a pipelined request under way is not idle: its own answer ends it)
+            if self.half_closed:
+                self.transport.close()
+
+    def eof_received(self) -> bool:
+        """The client half-closed (``nc -N``): what it sent is answered, then the connection closes.
+
+        Headers cut short get 400 here, a body cut short gets 400 from the app reading it; a request
+        being answered, and those pipelined behind it, are answered first.
+        """
+        super().eof_received()  # type: ignore[misc]
+        if self.phase == "headers":
+            self.refuse(400, "the request ended before its headers did: the client closed its side")
+        elif self.phase == "body":
+            self.refuse(400, "the request's body ended early: the client closed its side")
+        elif self.phase == "answer":
+            self.half_closed = True
+        else:
+            self.loop.call_soon(self.transport.close)  # type: ignore[attr-defined]
+        return True
 
     def went_idle(self) -> None:
         self.phase = "idle"
