@@ -209,7 +209,6 @@ class Guarded:
         self.rules: Rules = getattr(app, "connection_rules", None) or Rules()
         self.on_bad_request = getattr(app, "bad_request", None)
         self.phase = "idle"
-        self.half_closed = False  # the client sent all it will: close once everything is answered
         self.header_bytes = 0
         self.deadline: float | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -302,24 +301,21 @@ class Guarded:
         super().on_response_complete()  # type: ignore[misc]
         if self.phase == "answer" and self.cycle.response_complete:  # type: ignore[attr-defined]
             self.went_idle()  # (a pipelined request under way is not idle: its own answer ends it)
-            if self.half_closed:
-                self.transport.close()
 
     def eof_received(self) -> bool:
-        """The client half-closed (``nc -N``): what it sent is answered, then the connection closes.
+        """The client half-closed (``nc -N``) or closed: a request it cut short is answered 400 (and journaled).
 
-        Headers cut short get 400 here, a body cut short gets 400 from the app reading it; a request
-        being answered, and those pipelined behind it, are answered first.
+        Headers cut short get it here, a body cut short from the app reading it. Otherwise the
+        connection closes once this turn's answers have left: an answer still to come (a delay
+        fault, a slow upstream) goes nowhere, as a client that closes has most often given up.
         """
         super().eof_received()  # type: ignore[misc]
         if self.phase == "headers":
             self.refuse(400, "the request ended before its headers did: the client closed its side")
         elif self.phase == "body":
             self.refuse(400, "the request's body ended early: the client closed its side")
-        elif self.phase == "answer":
-            self.half_closed = True
         else:
-            self.loop.call_soon(self.transport.close)  # type: ignore[attr-defined]
+            return False
         return True
 
     def went_idle(self) -> None:
