@@ -64,6 +64,25 @@ def test_error_lines_hide_the_token(cli, isolated, token_env):
         assert_no_token(result.stdout, result.stderr)
 
 
+def test_errors_in_the_options_hide_the_token_though_no_config_was_loaded_yet(cli, isolated, token_env):
+    config_with_token_in_urls(isolated / "opcli.yaml", "127.0.0.1:9")
+    for argv in (
+        ["send", "--user", 1, "--bot", 2, "--photo", f"ftp://x/{TOKEN}.jpg"],
+        ["send", "--user", 1, "--bot", 2, "-m", "x", "--attach", f"/nope/{TOKEN}"],
+        ["send", "--user", TOKEN, "--bot", 2, "-m", "x"],
+        ["user-info", TOKEN],
+        ["-s", TOKEN, "send", "--user", 1, "--bot", 2, "-m", "x"],
+        ["send", f"--bogus-{TOKEN}"],
+    ):
+        result = cli(*argv)
+        assert result.exit_code == 2 and "…8765" in result.stderr, (argv, result.stderr)
+        assert_no_token(result.stdout, result.stderr)
+    (isolated / "number.yaml").write_text("sites:\n  s:\n    token: 98765432109876543\n    panel_url: http://x/p\n")
+    result = cli("-c", isolated / "number.yaml", "config", "show")  # a token written unquoted: never quoted back
+    assert result.exit_code == 2 and "number.yaml:3:12: sites.s.token: expected a string, got a number" in result.stderr
+    assert "98765432109876543" not in result.stderr
+
+
 def test_dry_run_hides_the_token_and_its_curl_line_still_works(cli, isolated, stdlib_server, token_env):
     base = stdlib_server.url.removeprefix("http://")
     config_with_token_in_urls(isolated / "opcli.yaml", base)

@@ -77,10 +77,30 @@ class State:
         self.secrets.add(config.site.token)
         return config
 
-    def output(self, json_mode: bool = False) -> Output:
+    def output(self, json_mode: bool = False, known_secrets: bool = False) -> Output:
+        """Where the command writes; ``known_secrets``: first learn the token, if no config was loaded yet.
+
+        (An error in the command's options comes before it loads its config: it may quote the token.)
+        """
         from opcli.cli.render import Output
 
+        if known_secrets and not self.secrets:
+            self.secrets.update(self._tokens())
         return Output(self.env, json_mode, self.secrets)
+
+    def _tokens(self) -> set[str]:
+        """``$OPCLI_TOKEN``, and the token of the site the command would use (else of the default site)."""
+        from opcli.config import load_config
+
+        tokens = {self.env.environ.get("OPCLI_TOKEN") or ""}
+        for site in dict.fromkeys([self.site, None]):
+            try:
+                config = self.config if self.config is not None else load_config(self.config_path, site)
+            except Exception:  # noqa: BLE001 - a config that does not load tells its own error, token-free
+                continue
+            tokens.add(config.site.token)
+            break
+        return tokens - {""}
 
 
 def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -111,15 +131,12 @@ def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-def report(text: str) -> None:
-    """``opcli: error: TEXT`` on stderr, with the running command's token redacted."""
+def report(text: str, ctx: typer.Context | None = None) -> None:
+    """``opcli: error: TEXT`` on stderr, with the running command's token redacted (``ctx``: the command's)."""
     from typer._click.globals import get_current_context
 
-    from opcli.cli.render import Output
-
-    ctx = get_current_context(silent=True)
-    out = state(ctx).output() if ctx is not None else Output(Env.current())
-    out.error(text)
+    ctx = ctx or get_current_context(silent=True)
+    (state(ctx) if ctx is not None else State()).output(known_secrets=True).error(text)
 
 
 def state(ctx: typer.Context) -> State:

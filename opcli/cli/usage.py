@@ -97,7 +97,7 @@ class OpcliGroup(TyperGroup):
             exc.show()  # `opcli` alone: the help, as typer shows it
             sys.exit(exc.exit_code)
         except errors.ClickException as exc:
-            report(describe(exc))
+            report(describe(exc), getattr(exc, "ctx", None))
             sys.exit(exc.exit_code)
         except Abort:
             report("aborted")

@@ -97,6 +97,14 @@ def _str(value: Any) -> str:
     return value
 
 
+@fragment({"type": "string"})
+def _token(value: Any) -> str:
+    """``_str`` for a token: an error never quotes it (a number is a token written unquoted)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError('expected a string, got a number: quote it (token: "...")')
+    return _str(value)
+
+
 @fragment({"anyOf": [{"type": "string", "pattern": "^https?://"}, VARIABLE]})
 def _url(value: Any) -> str:
     value = _str(value)
@@ -180,7 +188,7 @@ def _choice(*choices: Any) -> Callable[[Any], Any]:
 SITE_REQUIRED = ("token",)
 _SITE_SPEC: dict[str, Any] = {
     "panel_url": _url,
-    "token": _str,
+    "token": _token,
     "webhooks": dict.fromkeys(WEBHOOKS, _url),
     "timeout": _timeout,
     "verify": _bool_or_path,
