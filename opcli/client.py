@@ -343,7 +343,7 @@ def to_reply(out: Outgoing, status: int, headers: Any, body: bytes, started: flo
     if body.strip():
         try:
             data, is_json = json.loads(body), True
-        except ValueError:
+        except (ValueError, RecursionError):  # (nested past Python's limit: as unreadable as broken JSON)
             pass
     headers = {
         (k.decode("latin-1") if isinstance(k, bytes) else k).lower(): v.decode("latin-1") if isinstance(v, bytes) else v

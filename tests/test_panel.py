@@ -319,3 +319,21 @@ def test_an_http_error_is_a_refusal_not_an_empty_profile(cli, serve, site_at, js
     assert result.exit_code == 1
     assert "/hooks/user-info refused it: HTTP 500" in result.stderr and "breaks the contract" not in result.stderr
     assert (json.loads(result.stdout) == {"status": 0, "message": "boom"}) if json_out else result.stdout == ""
+
+
+def test_a_reply_nested_past_pythons_limit_is_unreadable_not_an_internal_error(cli, stdlib_server, site_at):
+    site_at(stdlib_server.url)
+    deep = b"[" * 100_000 + b"]" * 100_000  # valid JSON that json.loads cannot take (RecursionError)
+    stdlib_server.respond = lambda r: (200, {"Content-Type": "application/json"}, deep)
+    for argv, code in ((["user-info", 42], 1), (["send", "--user", 42, "--bot", 7, "-m", "hi"], 0), (["check"], 1)):
+        result = cli(*argv)
+        assert result.exit_code == code, (argv, result.stderr)
+        assert "internal error" not in result.stderr and "not JSON" in result.stdout + result.stderr, result.stderr
+
+
+def test_a_verify_file_that_is_no_ca_bundle_is_a_config_error(cli, isolated):
+    write_config(isolated / "opcli.yaml", extra_site="    verify: ./not-a-ca.txt\n")
+    (isolated / "not-a-ca.txt").write_text("hello\n")
+    result = cli("send", "--user", 42, "--bot", 7, "-m", "hi")
+    assert result.exit_code == 2
+    assert "opcli.yaml:" in result.stderr and "verify: './not-a-ca.txt' is not a CA bundle" in result.stderr

@@ -149,7 +149,7 @@ class Output:
 
             try:
                 data = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
             else:
                 from rich.highlighter import JSONHighlighter

@@ -159,9 +159,17 @@ def _bool_or_path(value: Any) -> bool | str:
             return True
         if lowered in ("false", "no", "0"):
             return False
-        if not Path(value).expanduser().is_file():
-            raise ValueError(f"expected true, false or a CA bundle file, got {value!r} (no such file)")
-        return str(Path(value).expanduser())
+        path = Path(value).expanduser()
+        if not path.is_file():
+            why = "a directory" if path.is_dir() else "no such file"
+            raise ValueError(f"expected true, false or a CA bundle file, got {value!r} ({why})")
+        import ssl  # (only for a CA bundle: most configs have none)
+
+        try:
+            ssl.create_default_context(cafile=str(path))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not a CA bundle (PEM certificates): {exc}") from None
+        return str(path)
     raise ValueError(f"expected true, false or a CA bundle path, got {type_name(value)}")
 
 
