@@ -8,6 +8,7 @@ the other side answered is returned as a ``Reply`` for the caller to judge.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mimetypes
 import re
@@ -358,29 +359,63 @@ def send(client: httpx.Client, out: Outgoing, log: Log | None = None) -> Reply:
     if log:
         log_request(log, out, request)
     started = time.perf_counter()
+    limit = client.timeout.read
     try:
-        response = client.send(request)
+        response = client.send(request, stream=True)
+        try:
+            body = _read_by(response, None if limit is None else started + limit)
+        finally:
+            response.close()
     except httpx.TransportError as exc:
-        raise unreachable(out.url, exc, client.timeout.read) from None
+        raise unreachable(out.url, exc, limit) from None
     except OSError as exc:  # the file could not be read while streaming
         raise UsageError(f"cannot read file {out.file}: {exc.strerror or exc}") from None
-    reply = to_reply(out, response.status_code, response.headers.items(), response.content, started)
+    reply = to_reply(out, response.status_code, response.headers.items(), body, started)
     if log:
         log_reply(log, reply)
     return reply
 
 
+#: A reply larger than this is not read on: no site's answer comes near it, an endless one would fill the memory.
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+
+
+def _read_by(response: httpx.Response, deadline: float | None) -> bytes:
+    """The reply's body, read by ``deadline`` (a ``perf_counter`` time): the site's ``timeout`` is per call.
+
+    (httpx's timeout is per read: a reply that dribbles in would take as long as the site likes.)
+    Raises httpx.ReadTimeout past the deadline, and UnreachableError past ``MAX_REPLY_BYTES``.
+    """
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > MAX_REPLY_BYTES:
+            raise UnreachableError(f"cannot use {response.request.url}: its reply is over 64 MiB; stopped reading")
+        if deadline is not None and time.perf_counter() > deadline:
+            raise httpx.ReadTimeout("the reply did not end in time", request=response.request)
+    return bytes(body)
+
+
+#: asyncio.timeout (3.11+) limits the calling task itself; wait_for's task of its own outlives a SIGTERM
+_deadline = getattr(asyncio, "timeout", None)
+
+
 async def asend(pool: httpcore.AsyncConnectionPool, out: Outgoing, timeouts: dict[str, float]) -> Reply:
     """``send`` on an event loop, through httpcore (``send --batch``, the operator loop).
 
-    ``timeouts`` is httpcore's (``connect``, ``read``, ``write``, ``pool``); network trouble
-    raises UnreachableError.
+    ``timeouts`` is httpcore's (``connect``, ``read``, ``write``, ``pool``); ``read`` is also the
+    limit of the whole call, as in ``send``. Network trouble raises UnreachableError.
     """
     headers, body = out.encode()
     started = time.perf_counter()
+    request = pool.request("POST", out.url, headers=headers, content=body, extensions={"timeout": timeouts})
     try:
-        response = await pool.request("POST", out.url, headers=headers, content=body, extensions={"timeout": timeouts})
-    except (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError) as exc:
+        if _deadline is None:  # (Python 3.10)
+            response = await asyncio.wait_for(request, timeouts["read"])
+        else:
+            async with _deadline(timeouts["read"]):
+                response = await request
+    except (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError, asyncio.TimeoutError) as exc:
         raise unreachable(out.url, exc, timeouts["read"]) from None
     return to_reply(out, response.status, response.headers, response.content, started)
 

@@ -337,3 +337,39 @@ def test_a_verify_file_that_is_no_ca_bundle_is_a_config_error(cli, isolated):
     result = cli("send", "--user", 42, "--bot", 7, "-m", "hi")
     assert result.exit_code == 2
     assert "opcli.yaml:" in result.stderr and "verify: './not-a-ca.txt' is not a CA bundle" in result.stderr
+
+
+def _streaming_site(pieces: Any) -> Starlette:
+    """A site whose every reply is ``pieces()`` (an async iterator of bytes), as it comes."""
+    from starlette.responses import StreamingResponse
+
+    async def hook(request: Request) -> Response:
+        await request.body()
+        return StreamingResponse(pieces(), media_type="application/json")
+
+    return Starlette(routes=[Route("/{path:path}", hook, methods=["POST"])])
+
+
+def test_the_timeout_is_for_the_whole_call_not_each_read(cli, serve, site_at, isolated):
+    async def dribble():  # the whole profile, a byte every 0.05 s: each read is quick, the reply takes 5 s
+        for byte in json.dumps(GOOD).encode():
+            yield bytes([byte])
+            await asyncio.sleep(0.05)
+
+    site_at(serve(_streaming_site(dribble)).url)
+    result = cli("user-info", 42, "--timeout", 1)
+    assert result.exit_code == 3 and "no answer within 1s (timeout)" in result.stderr, result.stderr
+    (isolated / "one.jsonl").write_text('{"user": 42, "bot": 7, "message": "hi"}\n')
+    result = cli("send", "--batch", isolated / "one.jsonl", "--timeout", 1, "--json")  # on httpcore: the same
+    assert result.exit_code == 3 and "no answer within 1s (timeout)" in result.stdout + result.stderr, result.stderr
+
+
+def test_a_reply_past_64_mib_is_not_read_on(cli, serve, site_at):
+    async def huge():  # 80 MiB of a JSON array that never closes: endless, as far as the client can tell
+        yield b"["
+        for _ in range(80):
+            yield b"0," * (512 * 1024)
+
+    site_at(serve(_streaming_site(huge)).url)
+    result = cli("user-info", 42, "--timeout", 60)
+    assert result.exit_code == 3 and "its reply is over 64 MiB; stopped reading" in result.stderr, result.stderr
