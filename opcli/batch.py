@@ -14,6 +14,7 @@ retries only failures to connect, so a message is never sent twice by surprise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import difflib
 import itertools
@@ -284,6 +285,10 @@ class _Pacer:
             await asyncio.sleep(delay)
 
 
+class _NothingReached(Exception):
+    """A message could not reach the panel, and none has yet: the run stops (exit 3)."""
+
+
 async def _send_all(
     site: Site,
     items: Iterator[Item],
@@ -327,12 +332,14 @@ async def _send_all(
                 }
                 started = time.perf_counter()
                 summary.in_flight.add(index)
+                unreachable = False
                 try:
                     reply = await asend(pool, item.request, timeouts)
                 except UnreachableError as exc:
                     result["error"] = str(exc)
                     summary.unreachable += 1
                     summary.first_unreachable = summary.first_unreachable or str(exc)
+                    unreachable = True
                 except OSError as exc:  # the attach file went away after its line was read
                     result["error"] = f"cannot read attach file: {exc.strerror or exc}"
                 else:
@@ -346,6 +353,8 @@ async def _send_all(
                 result["ms"] = round((time.perf_counter() - started) * 1000, 1)
                 summary.finished(index, result["ok"])
                 on_result(result)
+                if unreachable and not summary.latencies:  # the panel is down: stop, as replay does
+                    raise _NothingReached()
 
     async def produce() -> None:
         index = -1
@@ -428,15 +437,15 @@ def send_batch(
         head = stream.readline()
         fmt = fmt or detect_format(source, head)
         items = read_items(site, itertools.chain([head], stream), fmt)
-        asyncio.run(_send_all(site, items, concurrency, rate, retries, timeout, on_result, summary, source == "-"))
-        stopped = False
+        with contextlib.suppress(_NothingReached):
+            asyncio.run(_send_all(site, items, concurrency, rate, retries, timeout, on_result, summary, source == "-"))
+            stopped = False
     finally:
         summary.seconds = time.perf_counter() - started
         if source != "-":
             stream.close()
             if stopped and fmt is not None:
                 _count_the_rest(summary, source, fmt)
-    attempted = summary.total - summary.invalid
-    if attempted and summary.unreachable == attempted:
+    if summary.unreachable and not summary.latencies:
         raise UnreachableError(f"no message reached the panel: {summary.first_unreachable}")
     return summary

@@ -178,6 +178,17 @@ def test_unreachable_panel_is_exit_3(cli, isolated):
     assert f"line 1: cannot reach http://127.0.0.1:{port}/api: connection refused" in result.stderr
 
 
+def test_a_panel_that_is_down_stops_the_batch_with_stdout_empty(cli, isolated):
+    port = free_port()
+    write_config(isolated / "opcli.yaml", panel_url=f"http://127.0.0.1:{port}/api")
+    batch = isolated / "b.jsonl"
+    batch.write_text("".join(json.dumps({"user": 1, "bot": 2, "message": f"m{k}"}) + "\n" for k in range(500)))
+    result = cli("send", "--batch", batch, "--json", "--concurrency", 2)
+    assert result.exit_code == 3 and result.stdout == ""  # cli.md: with --json, stdout stays empty on exit 3
+    assert "no message reached the panel" in result.stderr and "not attempted" in result.stderr
+    assert "Sent 0 of 500 messages" in result.stderr
+
+
 def test_retries_reach_a_panel_that_comes_up_late(cli, isolated):
     port = free_port()
     write_config(isolated / "opcli.yaml", panel_url=f"http://127.0.0.1:{port}/operator-api")

@@ -153,8 +153,17 @@ def _send_batch(
             redirect_stderr=False,
         )
 
+    held: list[dict[str, Any]] | None = []  # result lines held back until the panel answers one (exit 3: none)
+
     def on_result(result: dict[str, Any]) -> None:
+        nonlocal held
         if json_out:
+            if held is not None and result["status"] is None:
+                held.append(result)
+                return
+            for line in held or ():
+                out.json(line)
+            held = None
             out.json(result)
         elif not result["ok"]:
             out.warn(f"line {result['line']}: {result['error'] or 'HTTP ' + str(result['status'])}")
@@ -189,9 +198,14 @@ def _send_batch(
     except OpcliError as exc:
         if exc.exit_code == 2:  # nothing was sent (a missing file, a bad CSV header): stdout stays empty
             report = None
+        elif exc.exit_code == 3:  # nothing reached the panel: stdout stays empty, the summary on stderr
+            report, held = False, None
         raise
     finally:  # on every other exit (Ctrl-C, SIGTERM, exit 3, a closed stdout): what was done, and where to resume
         undo_signals()
+        if report:
+            for line in held or ():
+                out.json(line)
         if report is not None:
             _summary(out, summary, report)
     if summary.failed:
