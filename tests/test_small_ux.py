@@ -25,6 +25,48 @@ def test_a_bad_junit_path_is_refused_before_anything_is_sent(cli, listener, isol
     assert listener == []  # no message was delivered
 
 
+def test_check_stopped_before_its_report_leaves_no_empty_junit_file(listen_proc, isolated):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    listener = listen_proc("listen", "--port", "0", "--fault", "*:hang")  # nothing is ever answered
+    write_config(isolated / "opcli.yaml", panel_url=f"{listener.url}/operator-api", token="dev-token")
+    (isolated / "old.xml").write_text("<testsuites/>")
+    for report in ("new.xml", "old.xml"):
+        check = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "opcli",
+                "check",
+                "--user",
+                "42",
+                "--bot",
+                "7",
+                "--junit",
+                report,
+                "--timeout",
+                "30",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.5)  # (the first call hangs: check is waiting for it)
+        check.send_signal(signal.SIGINT)
+        assert check.wait(20) == 130, check.stderr.read()
+        check.stderr.close()
+    assert not (isolated / "new.xml").exists()  # an empty file is no report: CI would choke on it
+    assert (isolated / "old.xml").read_text() == "<testsuites/>"  # the last report stays as it was
+
+
+def test_spec_to_dash_is_stdout(cli, isolated):
+    result = cli("spec", "-o", "-")
+    assert result.exit_code == 0 and result.stdout.startswith("openapi: 3.1") and not (isolated / "-").exists()
+
+
 def test_every_violation_is_in_json_and_junit_the_row_shows_the_first(cli, serve, site_at, isolated):
     broken = {**GOOD, "id": "42", "balance": 9.5, "gender": None}
     site_at(serve(broken_site(profile=broken)).url)

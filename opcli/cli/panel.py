@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -190,11 +191,14 @@ def run_check(
     from opcli.errors import UnreachableError
 
     if junit is not None:
+        existed = junit.exists()
         try:
             with open(junit, "ab"):
                 pass
         except OSError as exc:
             raise UsageError(f"cannot write --junit {junit}: {exc.strerror or exc}") from None
+        if not existed:  # (an empty file left by a run stopped now is no report: CI would choke on it)
+            junit.unlink()
     done: list[Any] = []
 
     def on_check(check: Any) -> None:
@@ -225,7 +229,11 @@ def run_check(
 
 
 def _write(out: Any, path: Path, data: bytes) -> None:
+    """Write the report whole or not at all: a run stopped while writing leaves the last one as it was."""
+    part = path.with_name(f".{path.name}.part")
     try:
-        path.write_text(out.redact(data.decode("utf-8")), encoding="utf-8")
+        part.write_text(out.redact(data.decode("utf-8")), encoding="utf-8")
+        os.replace(part, path)
     except OSError as exc:
+        part.unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None

@@ -42,7 +42,7 @@ def spec(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", metavar="FILE", help="Write to FILE instead of stdout.", dir_okay=False),
+        typer.Option("-o", "--output", metavar="FILE", help="Write to FILE (-: stdout).", dir_okay=False),
     ] = None,
 ) -> None:
     """Write the protocol as an OpenAPI 3.1 document.
@@ -64,7 +64,7 @@ def spec(
     fmt_name = fmt.value if fmt else "json" if output is not None and output.suffix.lower() == ".json" else "yaml"
     out = st.output()
     text = out.redact(render(build_spec(site, side_name), fmt_name))  # no token, in a URL or anywhere
-    if output is None:
+    if output is None or str(output) == "-":
         out.write(text)
         return
     try:
