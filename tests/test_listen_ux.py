@@ -51,12 +51,13 @@ def test_calls_to_unknown_paths_are_named_in_the_summary(listen_proc):
     proc = listen_proc("listen", "--port", "0", "--count", "1", "--timeout", "1.5")
     curl("-d", "token=dev-token", "-d", "user_id=42", f"{proc.url}/hooks/user_info")
     curl(f"{proc.url}/")  # a health check is no sign of a wrong URL: not counted
+    curl(f"{proc.url}/{'x' * 5000}")  # a long path is cut short in the stop line
     for n in range(5):
         curl(f"{proc.url}/elsewhere/{n % 4}")
     assert proc.wait() == 124
     assert (
-        "0 calls, 0 rejected; 6 calls to no endpoint (POST /hooks/user_info, GET /elsewhere/0, GET /elsewhere/1, ...)"
-        in proc.stderr
+        "0 calls, 0 rejected; 7 calls to no endpoint "
+        f"(POST /hooks/user_info, GET /{'x' * 76}..., GET /elsewhere/0, ...)" in proc.stderr
     )
 
 

@@ -207,6 +207,14 @@ VALID = body(*(part(k, v.encode()) for k, v in MSG.items()))
             "POST",
             "/hooks/user-info",
             {"content-type": "application/x-www-form-urlencoded"},
+            f"token={TOKEN}&user_id=42&{'n' * 5000}=1".encode(),
+            400,
+            "a field name is longer than 4224 bytes",
+        ),
+        (
+            "POST",
+            "/hooks/user-info",
+            {"content-type": "application/x-www-form-urlencoded"},
             f"token={TOKEN}&user_id=42%0A".encode(),  # a regex's "$" matches before a last newline
             422,
             "user_id: '42\\n' is not a whole number",

@@ -464,6 +464,8 @@ async def _read_urlencoded(stream: Chunks, limit: int, field_limit: int, body: B
         if pair:
             name, equals, value = pair.partition(b"=")
             name_bytes, value_bytes = (_unquoted(name), _unquoted(value)) if encoded else (name, value)
+            if len(name_bytes) > MAX_HEADER_LINE:  # (a multipart part's name is held to its header line too)
+                raise Rejected(400, f"a field name is longer than {MAX_HEADER_LINE} bytes")
             name_text = _decode(name_bytes, "a field name")
             if len(value_bytes) > field_limit:
                 raise _field_too_large(name_text, field_limit)

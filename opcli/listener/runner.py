@@ -154,7 +154,8 @@ class Tally:
                 if line.path == "/" and line.method in ("GET", "HEAD") and not line.rejected:
                     return  # a health check: no sign of a misconfigured client
                 self.unknown += 1
-                where = f"{line.method} {line.path}"  # a GET to an endpoint's path is no call to it either
+                path = line.path if len(line.path) <= 80 else line.path[:77] + "..."  # (the stop line stays short)
+                where = f"{line.method} {path}"  # a GET to an endpoint's path is no call to it either
                 if len(self.unknown_paths) < 4 and where not in self.unknown_paths:
                     self.unknown_paths.append(where)
             elif self.count is None or self.counted < self.count:
