@@ -264,3 +264,17 @@ def test_version_and_help_do_not_import_httpx(argv):
         from opcli import __version__
 
         assert done.stdout == f"opcli {__version__}\n"
+
+
+def test_a_config_from_a_pipe_is_read(isolated):
+    text = write_config(isolated / "c.yaml", token="piped-token-1234567").read_text()
+    result = subprocess.run(
+        [sys.executable, "-m", "opcli", "-c", "/dev/stdin", "config", "show", "--json"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["file"] == "/dev/stdin" and shown["token"] == "…4567"

@@ -57,12 +57,15 @@ def _is_file(path: Path, origin: str) -> bool:
         raise ConfigError(f"{path}: cannot read config ({origin}): {exc.strerror or exc}") from None
 
 
+_piped: dict[Path, str] = {}  # the text of each config read from a pipe (-c /dev/stdin, -c <(...))
+
+
 def find_config(explicit: str | Path | None = None) -> Path:
     """The config file to use: the first of --config, $OPCLI_CONFIG, ./opcli.yaml, user, built-in."""
     for given, origin in ((explicit, "--config"), (os.environ.get("OPCLI_CONFIG"), "$OPCLI_CONFIG")):
         if given:
             path = Path(given).expanduser()
-            if _is_file(path, f"from {origin}"):
+            if _is_file(path, f"from {origin}") or (path.exists() and not path.is_dir()):  # a pipe: -c <(...)
                 return path
             if path.is_dir():
                 raise ConfigError(f"{path}: is a directory, not a config file (from {origin})")
@@ -82,9 +85,11 @@ def load_config(path: str | Path | None = None, site: str | None = None, listen:
     file = find_config(path)
     shown = str(file)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = _piped[file] if file in _piped else file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{shown}: cannot read config: {exc}") from None
+    if not file.is_file():  # a pipe reads once: a second load (an error message's) gets the same text
+        _piped[file] = text
     raw = parse_yaml(text, shown)
     if raw is None:
         raw = YamlMap()
