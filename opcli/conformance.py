@@ -181,13 +181,12 @@ def run_checks(
     if all(c.unreachable for c in checks):
         raise UnreachableError(checks[0].detail)
     slowest = max(checks, key=lambda c: c.ms)
-    within = all(not c.unreachable and c.ms <= timeout * 1000 for c in checks)
-    latency = Check(
-        "every-call-within-timeout",
-        within,
-        f"slowest: {slowest.name} {slowest.ms:.0f} ms (timeout {timeout:g}s)",
-        slowest.ms,
-    )
+    unanswered = [c.name for c in checks if c.unreachable]
+    within = not unanswered and slowest.ms <= timeout * 1000
+    detail = f"slowest: {slowest.name} {slowest.ms:.0f} ms (timeout {timeout:g}s)"
+    if unanswered:  # a reset or a refusal is no slowness: say which calls got no answer
+        detail = f"no answer to {', '.join(unanswered)}; {detail}"
+    latency = Check("every-call-within-timeout", within, detail, slowest.ms)
     checks.append(latency)
     if on_check:
         on_check(latency)

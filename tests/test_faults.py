@@ -311,6 +311,14 @@ def test_check_fails_the_checks_that_met_a_fault(cli, listener, site_config):
     }
 
 
+def test_check_says_which_calls_got_no_answer_rather_than_blame_slowness(cli, listener, site_config):
+    listener.fault("user_media:reset")
+    result = cli("-c", site_config, "check", "--user", 42, "--bot", 7, "--json")
+    assert result.exit_code == 1
+    (latency,) = [c for c in json.loads(result.stdout)["checks"] if c["name"] == "every-call-within-timeout"]
+    assert not latency["ok"] and latency["detail"].startswith("no answer to user-media-valid, ")
+
+
 # --- `opcli listen --fault` -------------------------------------------------------------------
 
 
