@@ -278,3 +278,17 @@ def test_a_config_from_a_pipe_is_read(isolated):
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert shown["file"] == "/dev/stdin" and shown["token"] == "…4567"
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (b"", "c.yaml:1:1: 'sites' must be a mapping with at least one site"),
+        (b'sites:\n  x:\n    token: "\xff"\n', "c.yaml:3:13: the config is not UTF-8 text (byte 0xff)"),
+        (b"sites:\n  x:\n    token: abcdefgh\n    panel_url: http://h/p\n", "c.yaml:3:5: site 'x' has no webhooks"),
+    ],
+)
+def test_config_errors_name_a_line_also_for_an_empty_binary_or_incomplete_file(cli, isolated, text, error):
+    (isolated / "c.yaml").write_bytes(text)
+    result = cli("-c", isolated / "c.yaml", "user-info", 42)
+    assert result.exit_code == 2 and error in result.stderr, result.stderr

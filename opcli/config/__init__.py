@@ -57,7 +57,7 @@ def _is_file(path: Path, origin: str) -> bool:
         raise ConfigError(f"{path}: cannot read config ({origin}): {exc.strerror or exc}") from None
 
 
-_piped: dict[Path, str] = {}  # the text of each config read from a pipe (-c /dev/stdin, -c <(...))
+_piped: dict[Path, bytes] = {}  # the bytes of each config read from a pipe (-c /dev/stdin, -c <(...))
 
 
 def find_config(explicit: str | Path | None = None) -> Path:
@@ -85,18 +85,24 @@ def load_config(path: str | Path | None = None, site: str | None = None, listen:
     file = find_config(path)
     shown = str(file)
     try:
-        text = _piped[file] if file in _piped else file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{shown}: cannot read config: {exc}") from None
-    if not file.is_file():  # a pipe reads once: a second load (an error message's) gets the same text
-        _piped[file] = text
+        data = _piped[file] if file in _piped else file.read_bytes()
+        text = data.decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read config: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        byte = data[exc.start]
+        raise ConfigError(f"{shown}:{line}:{column}: the config is not UTF-8 text (byte {byte:#04x})") from None
+    if not file.is_file():  # a pipe reads once: a second load (an error message's) gets the same bytes
+        _piped[file] = data
     raw = parse_yaml(text, shown)
     if raw is None:
         raw = YamlMap()
     if not isinstance(raw, dict):
         raise ConfigError(f"{shown}:1:1: the config must be a mapping with 'sites:', got {type_name(raw)}")
     errors: list[str] = []
-    top_where = _where(shown, raw.mark)
+    top_where = _where(shown, raw.mark) if raw.mark is not None else f"{shown}:1:1"  # (an empty file has none)
     for key in raw:
         if key not in ("default_site", "sites", "listen"):
             errors.append(

@@ -253,7 +253,7 @@ def check_site(name: str, node: Any, path: str, where: str, errors: list[str], s
     if len(errors) > before or any(key not in values for key in SITE_REQUIRED):
         return None
     check = values.pop("check", {})
-    return Site(name=name, source=path, check=check, **values)
+    return Site(name=name, source=where, check=check, **values)  # (where its errors point: FILE:LINE:COL)
 
 
 def _interp_tree(value: Any, path: str, mark: Any, errors: list[str], strict: bool, name: str) -> Any:
