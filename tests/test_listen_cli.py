@@ -308,3 +308,26 @@ def test_a_stdout_nobody_reads_holds_a_reply_up_for_a_while_only(tmp_path):
         assert proc.poll() is None
     finally:
         _stop(proc)
+
+
+def test_a_half_closing_client_gets_its_answer_while_stdout_shows_the_line(tmp_path):
+    """`nc -N` against `listen --json > file`: the reply waits for stdout's flush, the close waits for the reply."""
+    with (tmp_path / "out.jsonl").open("w") as sink:
+        proc, url = _listener_writing_to(sink)
+    try:
+        host, port = url.removeprefix("http://").split(":")
+        body = b"token=dev-token&user_id=42"
+        request = (
+            b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        for _ in range(20):
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(request)
+                sock.shutdown(socket.SHUT_WR)
+                response = b""
+                while chunk := sock.recv(65536):
+                    response += chunk
+            assert response.startswith(b"HTTP/1.1 200 "), response
+    finally:
+        _stop(proc)

@@ -48,6 +48,8 @@ class Connection:
         self.ended = asyncio.Event()
         # set when the protocol gives up on a request whose body the app is reading: (status, message)
         self.failure: tuple[int, str] | None = None
+        # set by the app once the request's answer is decided (journaled): a half-close then waits for it
+        self.answering = False
 
     async def wait(self, seconds: float | None = None) -> bool:
         """Wait ``seconds`` (None: for ever) or until the connection ends; True when it ended first."""
@@ -271,6 +273,7 @@ class Guarded:
     def on_message_begin(self) -> None:
         super().on_message_begin()  # type: ignore[misc]
         self.header_bytes = 0
+        self.connection.answering = False
 
     def on_url(self, url: bytes) -> None:
         self.header_bytes += len(url)
@@ -305,8 +308,9 @@ class Guarded:
     def eof_received(self) -> bool:
         """The client half-closed (``nc -N``) or closed: a request it cut short is answered 400 (and journaled).
 
-        Headers cut short get it here, a body cut short from the app reading it. Otherwise the
-        connection closes once this turn's answers have left: an answer still to come (a delay
+        Headers cut short get it here, a body cut short from the app reading it. An answer already
+        journaled (waiting for stdout to show its line) goes out, then the connection closes.
+        Otherwise it closes once this turn's answers have left: an answer still to come (a delay
         fault, a slow upstream) goes nowhere, as a client that closes has most often given up.
         """
         super().eof_received()  # type: ignore[misc]
@@ -314,6 +318,8 @@ class Guarded:
             self.refuse(400, "the request ended before its headers did: the client closed its side")
         elif self.phase == "body":
             self.refuse(400, "the request's body ended early: the client closed its side")
+        elif self.phase == "answer" and self.connection.answering and not self.pipeline:  # type: ignore[attr-defined]
+            self.cycle.keep_alive = False  # type: ignore[attr-defined]  # journaled: it goes out, then the close
         else:
             return False
         return True
