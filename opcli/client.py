@@ -303,7 +303,7 @@ def unreachable(url: str, exc: Exception, timeout: float | None = None) -> Unrea
     def found(*types: type) -> bool:
         return any(isinstance(e, types) for e in chain)
 
-    if found(httpx.TimeoutException, httpcore.TimeoutException, TimeoutError):
+    if found(httpx.TimeoutException, httpcore.TimeoutException, TimeoutError, asyncio.TimeoutError):  # (3.10: two)
         cause = f"no answer within {timeout:g}s (timeout)" if timeout else "timed out"
     elif found(ssl.SSLError):
         cause = f"TLS error ({text}){_tls_hint(text.lower())}"

@@ -275,3 +275,21 @@ def test_the_listener_keeps_an_encoded_token_out_of_journal_saved_body_and_answe
     assert r.status_code == 200 and "body" not in journal[-1]
     assert journal[-1]["warnings"] == ["the Content-Type holds the token: the body is not saved"]
     assert not any(pattern.search(path.read_bytes()) for path in saved.iterdir())
+
+
+def test_a_short_token_found_in_the_media_type_does_not_keep_bodies_from_being_saved(tmp_path):
+    from starlette.testclient import TestClient
+
+    from opcli.config import load_config
+    from opcli.listener import create_app
+    from tests.conftest import lines_of
+
+    (tmp_path / "saved").mkdir()
+    app = create_app(
+        load_config(write_config(tmp_path / "c.yaml", token="form"), listen=True), save_dir=tmp_path / "saved"
+    )
+    journal = lines_of(app)
+    r = TestClient(app).post(
+        "/hooks/user-info", data={"token": "form", "user_id": "42"}, files={"attach": ("a.txt", b"x")}
+    )
+    assert r.status_code == 200 and journal[-1]["warnings"] == [] and journal[-1]["body"]["token_at"]

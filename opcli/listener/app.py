@@ -251,7 +251,8 @@ class Listener:
         body = Body(self.save_dir, keep_raw=self.forward is not None, secrets=self.journal.secrets)
         settings = self.settings
         try:
-            if body.keep_raw and self.journal.carries_secret(content_type.encode("latin-1")):
+            parameters = content_type.partition(";")[2]
+            if body.keep_raw and hide_secrets(parameters, self.journal.secrets) != parameters:
                 # (a boundary or a charset holding the token: the raw body cannot go anywhere without it)
                 if self.forward is not None:
                     raise Rejected(400, "the Content-Type holds the token: the call cannot be forwarded without it")

@@ -347,7 +347,8 @@ class StdoutPump:
         self.queued = 0  # lines queued so far, and (by the thread) shown and flushed so far
         self.flushed = 0
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.waiters: deque[tuple[int, asyncio.Future[None]]] = deque()  # (lines to be flushed, the reply's wait)
+        # each reply waiting: the lines to be flushed for it, its wait, since when (the loop's time)
+        self.waiters: deque[tuple[int, asyncio.Future[None], float]] = deque()
         self.timer: asyncio.TimerHandle | None = None
         self.stalled = False
         self.thread = threading.Thread(target=self._run, daemon=True, name="opcli stdout")
@@ -375,11 +376,11 @@ class StdoutPump:
 
         None when they are, or when stdout has stalled.
         """
+        loop = self.loop = asyncio.get_running_loop()  # (before flushed is read: the thread reads it after)
         if self.flushed >= self.queued or self.stalled or self.closed:
             return None
-        loop = self.loop = asyncio.get_running_loop()
         waiter = loop.create_future()
-        self.waiters.append((self.queued, waiter))
+        self.waiters.append((self.queued, waiter, loop.time()))
         if self.timer is None:
             self.timer = loop.call_later(self.STALL_SECONDS, self._release, True)
         return waiter
@@ -394,8 +395,9 @@ class StdoutPump:
             waiter = self.waiters.popleft()[1]
             if not waiter.done():
                 waiter.set_result(None)
-        if self.waiters:  # a flush is still to come for these
-            self.timer = asyncio.get_running_loop().call_later(self.STALL_SECONDS, self._release, True)
+        if self.waiters:  # a flush is still to come for these: the oldest waits STALL_SECONDS in all
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_at(self.waiters[0][2] + self.STALL_SECONDS, self._release, True)
 
     def _run(self) -> None:
         while True:
