@@ -332,14 +332,14 @@ async def _send_all(
                 }
                 started = time.perf_counter()
                 summary.in_flight.add(index)
-                unreachable = False
+                down = False  # the panel could not even be connected to
                 try:
                     reply = await asend(pool, item.request, timeouts)
                 except UnreachableError as exc:
                     result["error"] = str(exc)
                     summary.unreachable += 1
                     summary.first_unreachable = summary.first_unreachable or str(exc)
-                    unreachable = True
+                    down = exc.never_sent
                 except OSError as exc:  # the attach file went away after its line was read
                     result["error"] = f"cannot read attach file: {exc.strerror or exc}"
                 else:
@@ -353,7 +353,7 @@ async def _send_all(
                 result["ms"] = round((time.perf_counter() - started) * 1000, 1)
                 summary.finished(index, result["ok"])
                 on_result(result)
-                if unreachable and not summary.latencies:  # the panel is down: stop, as replay does
+                if down and not summary.latencies:  # the panel is down (refused, DNS, TLS): stop, as replay does
                     raise _NothingReached()
 
     async def produce() -> None:

@@ -326,7 +326,9 @@ def unreachable(url: str, exc: Exception, timeout: float | None = None) -> Unrea
         cause = f"connection dropped ({text})"
     else:
         cause = text
-    return UnreachableError(f"cannot reach {url}: {cause}")
+    error = UnreachableError(f"cannot reach {url}: {cause}")
+    error.never_sent = found(httpx.ConnectError, httpx.ConnectTimeout, httpcore.ConnectError, httpcore.ConnectTimeout)
+    return error
 
 
 def _tls_hint(error: str) -> str:

@@ -44,9 +44,13 @@ class RemoteError(OpcliError):
 
 
 class UnreachableError(OpcliError):
-    """The other side could not be reached: refused, DNS, TLS, timeout, dropped connection."""
+    """The other side could not be reached: refused, DNS, TLS, timeout, dropped connection.
+
+    ``never_sent`` when the request surely did not leave (no connection was made).
+    """
 
     exit_code = 3
+    never_sent = False
 
 
 class Signalled(KeyboardInterrupt):
