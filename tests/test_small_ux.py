@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -180,3 +181,14 @@ def test_an_unknown_ca_hints_at_verify(cli, tls_panel, isolated):
 def test_unreachable_port_hint_is_unchanged(cli, isolated):
     write_config(isolated / "opcli.yaml", panel_url=f"http://127.0.0.1:{free_port()}/api")
     assert "(is `opcli listen` running?)" in cli("send", "--user", 1, "--bot", 2, "-m", "m").stderr
+
+
+def test_check_junit_to_a_symlink_or_a_device_writes_through_it(cli, listener, isolated):
+    (isolated / "reports").mkdir()
+    (isolated / "r.xml").symlink_to(isolated / "reports" / "real.xml")  # dangling until the report is written
+    assert cli("check", "--junit", isolated / "r.xml").exit_code == 0
+    assert (isolated / "r.xml").is_symlink() and ET.parse(
+        isolated / "reports" / "real.xml"
+    ).getroot().tag == "testsuites"
+    result = cli("check", "--junit", "/dev/null")  # a device is written to, never replaced
+    assert result.exit_code == 0 and Path("/dev/null").is_char_device() and not Path("/dev/.null.part").exists()

@@ -198,7 +198,7 @@ def run_check(
         except OSError as exc:
             raise UsageError(f"cannot write --junit {junit}: {exc.strerror or exc}") from None
         if not existed:  # (an empty file left by a run stopped now is no report: CI would choke on it)
-            junit.unlink()
+            junit.resolve().unlink(missing_ok=True)  # (a symlink stays: its target is what was made)
     done: list[Any] = []
 
     def on_check(check: Any) -> None:
@@ -229,11 +229,20 @@ def run_check(
 
 
 def _write(out: Any, path: Path, data: bytes) -> None:
-    """Write the report whole or not at all: a run stopped while writing leaves the last one as it was."""
-    part = path.with_name(f".{path.name}.part")
+    """Write the report; a file whole or not at all (a run stopped meanwhile leaves the last one as it was).
+
+    A pipe or a device (``--junit /dev/stdout``) is written to as it is; a symlink's target is replaced.
+    """
+    text = out.redact(data.decode("utf-8"))
+    target = path.resolve()
+    part = target.with_name(f".{target.name}.part")
     try:
-        part.write_text(out.redact(data.decode("utf-8")), encoding="utf-8")
-        os.replace(part, path)
+        if (target.exists() and not target.is_file()) or str(path.absolute()).startswith(("/dev/", "/proc/")):
+            with open(path, "a", encoding="utf-8") as stream:  # (/dev/stdout may stand for a file: kept, appended)
+                stream.write(text)
+            return
+        part.write_text(text, encoding="utf-8")
+        os.replace(part, target)
     except OSError as exc:
         part.unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None

@@ -57,7 +57,13 @@ def _is_file(path: Path, origin: str) -> bool:
         raise ConfigError(f"{path}: cannot read config ({origin}): {exc.strerror or exc}") from None
 
 
-_piped: dict[Path, bytes] = {}  # the bytes of each config read from a pipe (-c /dev/stdin, -c <(...))
+_piped: dict[tuple[int, int], bytes] = {}  # the bytes of each config read from a pipe (-c /dev/stdin, -c <(...))
+
+
+def _pipe_key(path: Path) -> tuple[int, int]:
+    """The pipe itself (not its name: /dev/stdin is another pipe in another run of the same process)."""
+    st = path.stat()
+    return st.st_dev, st.st_ino
 
 
 def find_config(explicit: str | Path | None = None) -> Path:
@@ -85,7 +91,8 @@ def load_config(path: str | Path | None = None, site: str | None = None, listen:
     file = find_config(path)
     shown = str(file)
     try:
-        data = _piped[file] if file in _piped else file.read_bytes()
+        piped = None if file.is_file() else _pipe_key(file)
+        data = _piped[piped] if piped in _piped else file.read_bytes()
         text = data.decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"{shown}: cannot read config: {exc.strerror or exc}") from None
@@ -94,8 +101,8 @@ def load_config(path: str | Path | None = None, site: str | None = None, listen:
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         byte = data[exc.start]
         raise ConfigError(f"{shown}:{line}:{column}: the config is not UTF-8 text (byte {byte:#04x})") from None
-    if not file.is_file():  # a pipe reads once: a second load (an error message's) gets the same bytes
-        _piped[file] = data
+    if piped is not None:  # a pipe reads once: a second load of it (an error message's) gets the same bytes
+        _piped[piped] = data
     raw = parse_yaml(text, shown)
     if raw is None:
         raw = YamlMap()
