@@ -195,11 +195,15 @@ def test_an_upload_whose_suffix_is_the_token_is_saved_as_bin(tmp_path):
     assert not any("abcd1234xy" in p.name.lower() for p in saved.iterdir())
 
 
+ENCODED = "".join(f"%{b:02x}" for b in b"secret-token-123456")  # every character %-encoded
+
+
 @pytest.mark.parametrize("size", [3, 10**6])
-def test_a_file_holding_the_token_is_not_saved_nor_its_body(tmp_path, size):
+@pytest.mark.parametrize("held", ["secret-token-123456", ENCODED, "secret-token-123456".replace("s", "\\u0073")])
+def test_a_file_holding_the_token_is_not_saved_nor_its_body(tmp_path, size, held):
     token = "secret-token-123456"
     client, journal, saved = listener(tmp_path, token)
-    content = b"x" * 5000 + b"the key: " + token.encode() + b"\n" + b"y" * 5000
+    content = b"x" * 5000 + b"the key: " + held.encode() + b"\n" + b"y" * 5000
     original = (
         b"".join([part("token", token.encode()), part("user_id", b"42"), part("attach", content, "notes.txt")])
         + f"--{BOUNDARY}--\r\n".encode()
@@ -211,8 +215,8 @@ def test_a_file_holding_the_token_is_not_saved_nor_its_body(tmp_path, size):
     assert "body" not in entry and "file 'notes.txt' holds the token: not saved" in entry["warnings"]
     assert list(saved.iterdir()) == []
     # a file without it is saved as ever
-    clean = original.replace(token.encode() + b"\n", b"nothing here\n", 1)
+    clean = original.replace(held.encode() + b"\n", b"nothing here\n", 1)
     assert client.post("/hooks/user-info", content=clean, headers={"content-type": MP}).status_code == 200
     assert Path(journal[-1]["files"][0]["saved_as"]).read_bytes() == content.replace(
-        token.encode() + b"\n", b"nothing here\n"
+        held.encode() + b"\n", b"nothing here\n"
     )

@@ -55,7 +55,7 @@ class Upload:
     digest: Any = field(default_factory=hashlib.sha256)
     size: int = 0
     # what to look for in a file being saved, and whether it was found (the copy is then not kept)
-    secrets: tuple[bytes, ...] = ()
+    secrets: tuple[str, ...] = ()
     holds_secret: bool = False
     _tail: bytes = b""
 
@@ -68,8 +68,8 @@ class Upload:
         self.handle.write(data)
         if self.secrets and not self.holds_secret:  # a token across two chunks is found too
             window = self._tail + data
-            self.holds_secret = any(secret in window for secret in self.secrets)
-            self._tail = bytes(window[-max(map(len, self.secrets)) :])
+            self.holds_secret = any(_holds(window, secret) for secret in self.secrets)
+            self._tail = bytes(window[-6 * max(map(len, self.secrets)) :])  # (\uXXXX: 6 bytes a character)
 
     def entry(self) -> dict[str, Any]:
         return {
@@ -79,6 +79,13 @@ class Upload:
             "sha256": self.digest.hexdigest(),
             "saved_as": str(self.path) if self.path else None,
         }
+
+
+def _holds(data: bytes, secret: str) -> bool:
+    """True when ``data`` holds ``secret`` in any form (``secret_pattern``); the plain one is looked for first."""
+    if secret.encode() in data:
+        return True
+    return (b"%" in data or b"\\" in data) and secret_bytes_pattern(secret).search(data) is not None
 
 
 class Body:
@@ -157,7 +164,7 @@ class Body:
             path = saved_path(self.save_dir, suffix if safe else ".bin")
             handle = open(path, "xb")  # noqa: SIM115 - closed at the part's end or by discard_files
         # a short token (a test's "t") would keep any file from being saved: only those of 8+ characters
-        upload = Upload(name, filename, handle, path, secrets=tuple(s.encode() for s in self.secrets if len(s) >= 8))
+        upload = Upload(name, filename, handle, path, secrets=tuple(s for s in self.secrets if len(s) >= 8))
         self.uploads.append(upload)
         return upload
 
