@@ -402,6 +402,14 @@ def _read_by(response: httpx.Response, deadline: float | None) -> bytes:
 _deadline = getattr(asyncio, "timeout", None)
 
 
+async def within(awaitable: Any, seconds: float) -> Any:
+    """``await awaitable``, ``seconds`` at most in all (a site's timeout is per call): TimeoutError past it."""
+    if _deadline is None:  # (Python 3.10)
+        return await asyncio.wait_for(awaitable, seconds)
+    async with _deadline(seconds):
+        return await awaitable
+
+
 async def asend(pool: httpcore.AsyncConnectionPool, out: Outgoing, timeouts: dict[str, float]) -> Reply:
     """``send`` on an event loop, through httpcore (``send --batch``, the operator loop).
 
@@ -412,11 +420,7 @@ async def asend(pool: httpcore.AsyncConnectionPool, out: Outgoing, timeouts: dic
     started = time.perf_counter()
     request = pool.request("POST", out.url, headers=headers, content=body, extensions={"timeout": timeouts})
     try:
-        if _deadline is None:  # (Python 3.10)
-            response = await asyncio.wait_for(request, timeouts["read"])
-        else:
-            async with _deadline(timeouts["read"]):
-                response = await request
+        response = await within(request, timeouts["read"])
     except (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError, asyncio.TimeoutError) as exc:
         raise unreachable(out.url, exc, timeouts["read"]) from None
     return to_reply(out, response.status, response.headers, response.content, started)

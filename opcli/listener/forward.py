@@ -12,6 +12,7 @@ the caller a 502 envelope naming the URL.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterable
@@ -19,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from opcli.client import Outgoing, tls, to_reply, unreachable
+from opcli.client import Outgoing, tls, to_reply, unreachable, within
 from opcli.config import Config, Site, load_config
 from opcli.errors import ConfigError
 from opcli.listener.app import Answer, Raw
@@ -69,8 +70,8 @@ class Forwarder:
         started = time.perf_counter()
         try:
             async with httpx.AsyncClient(verify=self.tls, timeout=self.site.timeout, follow_redirects=False) as http:
-                response = await http.send(out.build())
-        except httpx.TransportError as exc:
+                response = await within(http.send(out.build()), self.site.timeout)
+        except (httpx.TransportError, asyncio.TimeoutError) as exc:
             return 502, {"status": 0, "message": str(unreachable(url, exc, self.site.timeout))}
         finally:
             call.upstream_ms = round((time.perf_counter() - started) * 1000, 2)
