@@ -150,3 +150,15 @@ def test_damaged_bodies_are_refused_or_read_the_same():
         assert got == expected, bytes(body)
         refused += got is None
     assert 300 < refused < 2700  # both outcomes were exercised
+
+
+def test_padding_of_1_kib_or_more_after_a_boundary_is_refused_however_the_body_is_cut():
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--XyZ'
+        + b" " * 2000
+        + b'\r\nContent-Disposition: form-data; name="b"\r\n\r\n2\r\n--XyZ--\r\n'
+    )
+    for cuts in ([], [60, 1000], list(range(1, len(body)))):
+        with pytest.raises(Rejected, match="no CRLF after the boundary's padding"):
+            ours(body, b"XyZ", cuts)
+    assert ours(body.replace(b" " * 2000, b" " * 1000), b"XyZ", [60]) == ([("a", "1"), ("b", "2")], [])

@@ -342,8 +342,8 @@ class _Multipart:
                     end = data.find(b"\r\n", after) + 2
                     if end < 2 and len(data) - after < 1024:
                         break
-                    if end < 2 or data[after : end - 2].strip(b" \t"):
-                        raise _malformed("no CRLF after the boundary's padding")
+                    if end < 2 or end - 2 - after >= 1024 or data[after : end - 2].strip(b" \t"):
+                        raise _malformed("no CRLF after the boundary's padding")  # (within 1 KiB, however cut)
                 else:
                     found = data.find(delimiter, found + 1)  # the boundary's bytes inside the data
                     continue
