@@ -30,9 +30,9 @@ def test_check_stopped_before_its_report_leaves_no_empty_junit_file(listen_proc,
     import signal
     import subprocess
     import sys
-    import time
 
-    listener = listen_proc("listen", "--port", "0", "--fault", "*:hang")  # nothing is ever answered
+    listener = listen_proc("listen", "--port", "0", "--json", "--fault", "*:hang")  # nothing is ever answered
+    listener.stdout_lines.get(timeout=10)  # the ready line
     write_config(isolated / "opcli.yaml", panel_url=f"{listener.url}/operator-api", token="dev-token")
     (isolated / "old.xml").write_text("<testsuites/>")
     for report in ("new.xml", "old.xml"):
@@ -55,7 +55,7 @@ def test_check_stopped_before_its_report_leaves_no_empty_junit_file(listen_proc,
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(1.5)  # (the first call hangs: check is waiting for it)
+        assert '"event":"call"' in listener.stdout_lines.get(timeout=30)  # check is waiting for its first call
         check.send_signal(signal.SIGINT)
         assert check.wait(20) == 130, check.stderr.read()
         check.stderr.close()
