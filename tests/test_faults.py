@@ -202,7 +202,7 @@ def test_a_reply_the_client_gave_up_on_is_journaled_as_not_sent(listener):
     calls = listener.wait_for(count=2)
     assert [(c.status, c.reply) for c in calls] == [(None, None), (None, None)]
     assert calls[0].warnings == ["the client closed the connection before the reply (200) was sent"]
-    assert calls[1].warnings == ["the client closed the connection before the reply (500) was sent"]
+    assert calls[1].warnings == ["the client closed the connection before the reply (500: fault: HTTP 500) was sent"]
     assert calls[0].ms >= 400
 
 

@@ -178,8 +178,9 @@ class Listener:
             connection.answering = True  # (a half-close from now on waits for the answer)
         if connection is not None and connection.lost.is_set() and status is not None:
             # the client gave up first (its timeout, during a delay or a slow upstream): nothing goes out
+            why = f": {reply['message']}" if status >= 400 and isinstance(reply, dict) and reply.get("message") else ""
             call.status, call.reply = None, None
-            call.warnings.append(f"the client closed the connection before the reply ({status}) was sent")
+            call.warnings.append(f"the client closed the connection before the reply ({status}{why}) was sent")
         if raw is not None:
             body = raw.body
         else:
