@@ -275,18 +275,30 @@ def _stop(proc: subprocess.Popen) -> None:
             stream.close()
 
 
-def test_a_call_is_on_stdout_flushed_before_its_reply_is_sent(tmp_path):
+@pytest.mark.parametrize("stdout", ["file", "pipe"])  # written on the loop; by a thread of its own
+def test_a_call_is_on_stdout_flushed_before_its_reply_is_sent(tmp_path, stdout):
     import httpx
 
     out = tmp_path / "out.jsonl"
     with out.open("w") as sink:
-        proc, url = _listener_writing_to(sink)
+        proc, url = _listener_writing_to(sink if stdout == "file" else subprocess.PIPE)
+    if stdout == "pipe":
+        os.set_blocking(proc.stdout.fileno(), False)  # (our end: a read takes what is there, at once)
+    got = b""
+
+    def last_line() -> dict:
+        nonlocal got
+        if stdout == "file":
+            return json.loads(out.read_text().splitlines()[-1])
+        got += os.read(proc.stdout.fileno(), 1 << 20)
+        return json.loads(got.splitlines()[-1])
+
     try:
         with httpx.Client() as client:
             for n in range(1, 41):
                 r = client.post(f"{url}/hooks/user-info", data={"token": "dev-token", "user_id": str(n)})
                 assert r.status_code == 200
-                last = json.loads(out.read_text().splitlines()[-1])  # read the moment the reply came
+                last = last_line()  # read the moment the reply came
                 assert (last["seq"], last["fields"]["user_id"]) == (n, str(n))
     finally:
         _stop(proc)
@@ -311,9 +323,12 @@ def test_a_stdout_nobody_reads_holds_a_reply_up_for_a_while_only(tmp_path):
 
 
 def test_a_half_closing_client_gets_its_answer_while_stdout_shows_the_line(tmp_path):
-    """`nc -N` against `listen --json > file`: the reply waits for stdout's flush, the close waits for the reply."""
-    with (tmp_path / "out.jsonl").open("w") as sink:
-        proc, url = _listener_writing_to(sink)
+    """`nc -N` against `listen --json | reader`: the reply waits for stdout's flush, the close waits for the reply."""
+    import threading
+
+    proc, url = _listener_writing_to(subprocess.PIPE)
+    reader = threading.Thread(target=proc.stdout.read, daemon=True)  # reads until the listener ends
+    reader.start()
     try:
         host, port = url.removeprefix("http://").split(":")
         body = b"token=dev-token&user_id=42"
@@ -330,4 +345,6 @@ def test_a_half_closing_client_gets_its_answer_while_stdout_shows_the_line(tmp_p
                     response += chunk
             assert response.startswith(b"HTTP/1.1 200 "), response
     finally:
+        proc.terminate()
+        reader.join(10)  # (its read ends with the listener: then the pipe may be closed)
         _stop(proc)

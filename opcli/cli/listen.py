@@ -171,6 +171,7 @@ def listen(
         show=None if _discarded(st.env.stdout) else show,
         flush=out.flush,
         announce=announce,
+        show_on_loop=_regular_file(st.env.stdout),
     )
     tally = outcome.tally
     made = f"; {_n(tally.callbacks, 'callback')}, {tally.failed_callbacks} failed" if tally.callbacks else ""
@@ -196,6 +197,14 @@ def _elsewhere(outcome: Any) -> str:
 
 def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' * (count != 1)}"
+
+
+def _regular_file(stream: Any) -> bool:
+    """True when ``stream`` is a regular file (``> calls.jsonl``): writing to it never waits on a reader."""
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _discarded(stream: Any) -> bool:
