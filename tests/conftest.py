@@ -44,6 +44,26 @@ def cli() -> Callable[..., Any]:
     return run
 
 
+def half_closed(url: str, request: bytes) -> bytes:
+    """Send ``request`` to the server at ``url``, close our side (``nc -N``), and read the answer to its end."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    return response
+
+
+def form_request(body: bytes, path: str = "/hooks/user-info") -> bytes:
+    """A raw HTTP/1.1 POST of an urlencoded ``body``."""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

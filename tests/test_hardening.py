@@ -13,7 +13,7 @@ import pytest
 
 from opcli.config import load_config
 from opcli.listener import create_app
-from tests.conftest import lines_of, write_config
+from tests.conftest import form_request, half_closed, lines_of, write_config
 
 TOKEN = "secret-token-123456"
 
@@ -442,46 +442,23 @@ def test_a_buffer_the_app_reuses_after_sending_it_is_sent_as_it_was(serve):
 @pytest.mark.parametrize("path", ["/hooks/user-info", "/_opcli/calls"])
 def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(tmp_path, serve, path):
     """`nc -N`, socat, HTTP/1.0 scripts: the request, then the client's end of the stream, then read."""
-    import socket
-
     app = create_app(load_config(write_config(tmp_path / "c.yaml"), listen=True))
     server = serve(app)
-    host, port = server.url.rsplit("/", 1)[1].split(":")
     body = b"token=secret-token-123456&user_id=42" if path.startswith("/hooks") else b""
-    request = (
-        f"{'POST' if body else 'GET'} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    request = form_request(body, path) if body else f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     for _ in range(20):
-        with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(request)
-            sock.shutdown(socket.SHUT_WR)
-            response = b""
-            while chunk := sock.recv(65536):
-                response += chunk
+        response = half_closed(server.url, request)
         assert response.startswith(b"HTTP/1.1 200 "), response
 
 
 def test_a_request_cut_short_by_a_half_close_gets_400_and_a_journal_line(tmp_path, serve):
     """`nc -N` with a request cut short, in its headers or in its body: answered and journaled."""
-    import socket
-
     app = create_app(load_config(write_config(tmp_path / "c.yaml"), listen=True))
     journal = lines_of(app)
-    host, port = serve(app).url.rsplit("/", 1)[1].split(":")
-    body = f"token={TOKEN}&user_id=42".encode()
-    request = (
-        b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-    )
+    url = serve(app).url
+    request = form_request(f"token={TOKEN}&user_id=42".encode())
     for cut, words in [(40, "before its headers"), (len(request) - 3, "body ended early")]:
-        with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(request[:cut])
-            sock.shutdown(socket.SHUT_WR)
-            response = b""
-            while chunk := sock.recv(65536):
-                response += chunk
-        status, reply = status_and_json(response)
+        status, reply = status_and_json(half_closed(url, request[:cut]))
         assert status == 400 and words in reply["message"], reply
     assert [(line["status"], line["reply"]["message"][:30]) for line in journal] == [
         (400, "the request ended before its h"),

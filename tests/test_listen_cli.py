@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from opcli.config import BUILTIN
-from tests.conftest import curl
+from tests.conftest import curl, form_request, half_closed
 
 
 def message_form(message: str, *extra: str) -> list[str]:
@@ -330,19 +330,9 @@ def test_a_half_closing_client_gets_its_answer_while_stdout_shows_the_line(tmp_p
     reader = threading.Thread(target=proc.stdout.read, daemon=True)  # reads until the listener ends
     reader.start()
     try:
-        host, port = url.removeprefix("http://").split(":")
-        body = b"token=dev-token&user_id=42"
-        request = (
-            b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
+        request = form_request(b"token=dev-token&user_id=42")
         for _ in range(20):
-            with socket.create_connection((host, int(port)), timeout=10) as sock:
-                sock.sendall(request)
-                sock.shutdown(socket.SHUT_WR)
-                response = b""
-                while chunk := sock.recv(65536):
-                    response += chunk
+            response = half_closed(url, request)
             assert response.startswith(b"HTTP/1.1 200 "), response
     finally:
         proc.terminate()
