@@ -174,8 +174,8 @@ class Listener:
         call.status, call.reply = status, reply
         call.ms = ms_since(started)
         connection = scope.get("extensions", {}).get(EXTENSION)
-        if connection is not None:
-            connection.answering = True  # (a half-close from now on waits for the answer)
+        if connection is not None and call.fault is None:  # (a fault's hang or dribble ends when the client goes)
+            connection.answering = True  # a half-close from now on waits for the answer
         if connection is not None and connection.lost.is_set() and status is not None:
             # the client gave up first (its timeout, during a delay or a slow upstream): nothing goes out
             why = f": {reply['message']}" if status >= 400 and isinstance(reply, dict) and reply.get("message") else ""
