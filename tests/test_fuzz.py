@@ -48,7 +48,7 @@ def fuzz_json(cli, config: Path, *args: str) -> tuple[int, dict]:
 def test_a_careful_site_passes_and_gets_every_kind_of_hostile_call(cli, isolated, serve, shared_cache):
     app = site()
     server = serve(app)
-    code, report = fuzz_json(cli, config_for(isolated, server.url), "30", "--fuzz-seed", "7", "--send")
+    code, report = fuzz_json(cli, config_for(isolated, server.url), "60", "--fuzz-seed", "7", "--send")
     checks = {c["name"]: c for c in report["checks"]}
     assert code == 0, report
     for name in [*FUZZ_CHECKS, "fuzz-send-message"]:
