@@ -338,3 +338,19 @@ def test_a_half_closing_client_gets_its_answer_while_stdout_shows_the_line(tmp_p
         proc.terminate()
         reader.join(10)  # (its read ends with the listener: then the pipe may be closed)
         _stop(proc)
+
+
+def test_a_malformed_request_is_on_stdout_before_its_400_too():
+    """The HTTP layer's own refusals (malformed HTTP) wait for stdout's flush as the app's answers do."""
+    proc, url = _listener_writing_to(subprocess.PIPE)
+    os.set_blocking(proc.stdout.fileno(), False)
+    try:
+        got = b""
+        for n in range(1, 11):
+            response = half_closed(url, b"GARBAGE / HTTP/1.1\r\n\r\n")
+            assert response.startswith(b"HTTP/1.1 400 "), response
+            got += os.read(proc.stdout.fileno(), 1 << 20)  # read the moment the answer came
+            last = json.loads(got.splitlines()[-1])
+            assert (last["seq"], last["status"]) == (n, 400)
+    finally:
+        _stop(proc)

@@ -314,6 +314,8 @@ class Guarded:
         fault, a slow upstream) goes nowhere, as a client that closes has most often given up.
         """
         super().eof_received()  # type: ignore[misc]
+        if self.connection.failure is not None and self.phase != "body":  # refused already: its answer is coming
+            return True
         if self.phase == "headers":
             self.refuse(400, "the request ended before its headers did: the client closed its side")
         elif self.phase == "body":
@@ -374,8 +376,17 @@ class Guarded:
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
         )
+        self.connection.failure = (status, message)  # what else comes is not read
+        before = getattr(getattr(self.config, "app", None), "before_reply", None)  # type: ignore[attr-defined]
+        shown = before() if before is not None else None  # stdout shows the line first, as for any call
+        if shown is None:
+            self.answer_and_close(head.encode("latin-1") + body)
+        else:
+            shown.add_done_callback(lambda _: self.answer_and_close(head.encode("latin-1") + body))
+
+    def answer_and_close(self, data: bytes) -> None:
         if not self.transport.is_closing():
-            self.transport.write(head.encode("latin-1") + body)
+            self.transport.write(data)
             self.transport.close()
 
     def parser_method(self) -> str:
