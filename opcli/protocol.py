@@ -209,9 +209,21 @@ def hide_secrets_in(value: Any, secrets: Iterable[str | None]) -> Any:
     return value
 
 
-def secret_needles(secrets: Iterable[str | None]) -> tuple[bytes, ...]:
-    """The bytes each secret's forms take in UTF-8 text or JSON: where none occurs, nothing needs hiding."""
+@functools.lru_cache(maxsize=64)
+def secret_needles(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
+    """The bytes each secret's whole forms take in UTF-8 text or JSON (``secret_forms``)."""
     return tuple({form.encode() for secret in secrets if secret for form in secret_forms(secret)})
+
+
+def holds_secret(data: bytes | bytearray, secrets: tuple[str, ...]) -> bool:
+    """True when UTF-8 ``data`` (a journal line, a file) may hold one of ``secrets`` in any form.
+
+    The whole forms are looked for first; only data with a ``%`` or a backslash goes through each
+    secret's pattern (``secret_pattern``), which takes any mix of forms.
+    """
+    if any(needle in data for needle in secret_needles(secrets)):
+        return True
+    return (b"%" in data or b"\\" in data) and any(secret_bytes_pattern(s).search(data) for s in secrets if s)
 
 
 @functools.lru_cache(maxsize=64)

@@ -21,7 +21,7 @@ from urllib.parse import quote_plus, unquote_to_bytes
 from python_multipart.multipart import parse_options_header
 
 from opcli.listener.bodies import RawBody, saved_path
-from opcli.protocol import mask_token, may_hold, secret_bytes_pattern, secret_pattern
+from opcli.protocol import holds_secret, mask_token, may_hold, secret_bytes_pattern, secret_pattern
 
 MAX_PARTS = 1000
 MAX_BOUNDARY = 256  # RFC 2046 allows 70
@@ -68,7 +68,7 @@ class Upload:
         self.handle.write(data)
         if self.secrets and not self.holds_secret:  # a token across two chunks is found too
             window = self._tail + data
-            self.holds_secret = any(_holds(window, secret) for secret in self.secrets)
+            self.holds_secret = holds_secret(window, self.secrets)
             self._tail = bytes(window[-6 * max(map(len, self.secrets)) :])  # (\uXXXX: 6 bytes a character)
 
     def entry(self) -> dict[str, Any]:
@@ -79,13 +79,6 @@ class Upload:
             "sha256": self.digest.hexdigest(),
             "saved_as": str(self.path) if self.path else None,
         }
-
-
-def _holds(data: bytes, secret: str) -> bool:
-    """True when ``data`` holds ``secret`` in any form (``secret_pattern``); the plain one is looked for first."""
-    if secret.encode() in data:
-        return True
-    return (b"%" in data or b"\\" in data) and secret_bytes_pattern(secret).search(data) is not None
 
 
 class Body:

@@ -379,10 +379,11 @@ class Guarded:
         self.connection.failure = (status, message)  # what else comes is not read
         before = getattr(getattr(self.config, "app", None), "before_reply", None)  # type: ignore[attr-defined]
         shown = before() if before is not None else None  # stdout shows the line first, as for any call
+        data = head.encode("latin-1") + body
         if shown is None:
-            self.answer_and_close(head.encode("latin-1") + body)
+            self.answer_and_close(data)
         else:
-            shown.add_done_callback(lambda _: self.answer_and_close(head.encode("latin-1") + body))
+            shown.add_done_callback(lambda _: self.answer_and_close(data))
 
     def answer_and_close(self, data: bytes) -> None:
         if not self.transport.is_closing():

@@ -20,7 +20,7 @@ from typing import Any, Union
 
 from opcli.errors import UsageError
 from opcli.listener.call import Call, Callback, Ready
-from opcli.protocol import hide_secrets_in, secret_bytes_pattern, secret_needles
+from opcli.protocol import hide_secrets_in, holds_secret
 
 Entry = Union[Call, Callback]  # noqa: UP007 (a runtime alias on 3.10)
 Line = Union[Call, Callback, Ready]  # noqa: UP007
@@ -41,7 +41,6 @@ class Journal:
     def __init__(self, keep: int = 10000) -> None:
         self.keep = keep
         self.secrets: tuple[str, ...] = ()
-        self._needles: tuple[bytes, ...] = ()
         self.seq = 0
         self._entries: deque[Entry] = deque(maxlen=keep)
         self._subscribers: list[Callable[[Line], None]] = []
@@ -57,34 +56,18 @@ class Journal:
     def hide(self, *secrets: str | None) -> None:
         """Mask these values in every entry recorded from now on."""
         self.secrets = tuple(dict.fromkeys(s for s in (*self.secrets, *secrets) if s))
-        self._needles = secret_needles(self.secrets)
 
     def carries_secret(self, data: bytes) -> bool:
-        """True when ``data`` (text or JSON) may hold one of the secrets, in any of its forms.
-
-        A plain form is looked for first; a ``%`` or a backslash (JSON's ``\\u0041``) sends the
-        data through each secret's pattern (``secret_pattern``), which takes any mix of forms.
-        """
-        for needle in self._needles:
-            if needle in data:
-                return True
-        if b"%" in data or b"\\" in data:
-            return any(secret_bytes_pattern(secret).search(data) for secret in self.secrets)
-        return False
+        """True when ``data`` (text or JSON) may hold one of the secrets, in any of its forms (``holds_secret``)."""
+        return holds_secret(data, self.secrets)
 
     def _hidden(self, entry: Entry) -> None:
         """Mask the secrets in ``entry``; costs one look at its line when there is none (the usual case)."""
         if self.carries_secret(entry.line()):
-            changed = False
             for f in dataclasses.fields(entry):
                 if not f.name.startswith("_"):
-                    value = getattr(entry, f.name)
-                    hidden = hide_secrets_in(value, self.secrets)
-                    if hidden != value:
-                        setattr(entry, f.name, hidden)
-                        changed = True
-            if changed:
-                entry._line = None
+                    setattr(entry, f.name, hide_secrets_in(getattr(entry, f.name), self.secrets))
+            entry._line = None
 
     def announce(self, ready: Ready) -> None:
         """The ready line: to the subscribers, not kept (it is no call)."""
@@ -97,7 +80,7 @@ class Journal:
             self.seq += 1
             entry.seq = self.seq
             entry._line = None  # made now, with its seq
-            if self._needles:
+            if self.secrets:
                 self._hidden(entry)
             for subscriber in list(self._subscribers):
                 subscriber(entry)
