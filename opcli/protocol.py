@@ -221,8 +221,9 @@ def holds_secret(data: bytes | bytearray, secrets: tuple[str, ...]) -> bool:
     The whole forms are looked for first; only data with a ``%`` or a backslash goes through each
     secret's pattern (``secret_pattern``), which takes any mix of forms.
     """
-    if any(needle in data for needle in secret_needles(secrets)):
-        return True
+    for needle in secret_needles(secrets):  # (a loop, not any(): this runs for every call the listener journals)
+        if needle in data:
+            return True
     return (b"%" in data or b"\\" in data) and any(secret_bytes_pattern(s).search(data) for s in secrets if s)
 
 
