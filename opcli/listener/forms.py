@@ -292,45 +292,49 @@ class _Multipart:
         """Parse as far as ``data`` (the stream from offset ``at``) allows; returns how many of its bytes are done.
 
         A turn of the loop reads a part's headers, when they are due, then its data. (A text
-        field, most of every call, takes the loop's shortest way: no method calls.)
+        field, most of every call, takes the loop's shortest way: the parser's state in locals,
+        no method calls but the cached header's.)
         """
         pos = self._opening(data) if self.state == "start" else 0
-        delimiter, fields, raw = self.delimiter, self.body.fields, self.raw
+        state = self.state
+        if state != "headers" and state != "data":  # the opening is not all here yet; or the end (an epilogue)
+            return pos if state == "start" else len(data)
+        delimiter, length, fields, raw = self.delimiter, len(self.delimiter), self.body.fields, self.raw
+        field_limit, name, parts = self.field_limit, self.name, self.parts
+        array = data.__class__ is not bytes  # (a header block is a cache key: from a bytearray, it is copied)
+        if state == "data":
+            found = data.find(delimiter, max(0, self.search_at - self.at))  # (where the last look stopped)
         while True:
-            state = self.state
-            if state == "headers":
-                if data[pos : pos + 2] == b"\r\n":  # a part without headers (refused below)
-                    block, end = b"", pos + 2
+            if state == "headers":  # the blank line that ends them (at once, for a part without any)
+                if pos:
+                    found = data.find(b"\r\n\r\n", pos - 2)  # (a delimiter's CRLF ends at pos)
                 else:
-                    found = data.find(b"\r\n\r\n", pos)
-                    if found < 0:
-                        if len(data) - pos > MAX_PART_HEADERS * (MAX_HEADER_LINE + 2):
-                            raise _malformed("a part's headers are too large")
-                        return pos
-                    block, end = bytes(data[pos:found]), found + 4
-                self.parts += 1
-                if self.parts > MAX_PARTS:
+                    found = -2 if data[:2] == b"\r\n" else data.find(b"\r\n\r\n")
+                if found == -1:
+                    if len(data) - pos > MAX_PART_HEADERS * (MAX_HEADER_LINE + 2):
+                        raise _malformed("a part's headers are too large")
+                    self.state, self.parts = state, parts
+                    return pos
+                parts += 1
+                if parts > MAX_PARTS:
                     raise Rejected(413, f"more than {MAX_PARTS} parts in the body")
+                block = data[pos:found] if found > pos else b""
+                if array:
+                    block = bytes(block)
                 name, filename = _part_header(block)
-                self.state = "data"
-                pos = search_from = end
+                pos = found + 4
+                state = "data"
                 if filename is not None or raw is not None:
-                    self._headers(name, filename, block, self.at + end)
-                else:
-                    self.name = name
-            elif state != "data":  # the opening is not all here yet; or the end, where an epilogue is ignored
-                return pos if state == "start" else len(data)
-            else:
-                search_from = self.search_at - self.at  # (where the last look for a delimiter stopped)
+                    self._headers(name, filename, block, self.at + pos)
+                found = data.find(delimiter, pos)
             # the data runs to a delimiter followed by CRLF or "--" (or by transport padding, then CRLF)
-            found = data.find(delimiter, max(pos, search_from))
             while found >= 0:
-                after = found + len(delimiter)
+                after = found + length
                 follows = data[after : after + 2]
-                if len(follows) < 2:  # what follows decides: wait for it
-                    break
                 if follows == b"\r\n" or follows == b"--":
                     end = after + 2
+                elif len(follows) < 2:  # what follows decides: wait for it
+                    break
                 elif follows[0] in b" \t":  # transport padding: spaces, then CRLF
                     end = data.find(b"\r\n", after) + 2
                     if end < 2 and len(data) - after < 1024:
@@ -342,25 +346,33 @@ class _Multipart:
                     continue
                 if self.upload is not None:
                     self._end_upload(data[pos:found])
-                elif found - pos > self.field_limit:
-                    raise _field_too_large(self.name, self.field_limit)
+                elif found - pos > field_limit:
+                    raise _field_too_large(name, field_limit)
                 else:
-                    value = _decode(data[pos:found], field=self.name)
-                    fields.append((self.name, value))
+                    try:
+                        value = data[pos:found].decode("utf-8")
+                    except UnicodeDecodeError:
+                        _decode(data[pos:found], field=name)  # (raises Rejected, naming the field)
+                    fields.append((name, value))
                     if raw is not None:
-                        self.body.hide(value, data[pos:found], self.value_at, name=self.name)
+                        self.body.hide(value, data[pos:found], self.value_at, name=name)
                         raw.release()
                 pos = end
-                self._begin_part(pos, follows == b"--")
+                if follows == b"--":  # the closing delimiter: an epilogue after it is ignored
+                    self.state, self.parts = "end", parts
+                    return len(data)
+                state = "headers"
+                if raw is not None:  # nothing of a part is written until its name is known
+                    raw.hold(self.at + pos)
                 break
-            if self.state == "data":  # no delimiter yet: what cannot start one is data
-                safe = max(pos, len(data) - len(delimiter) - 1 if found < 0 else found)
-                self.search_at = self.at + safe
+            if state == "data":  # no whole delimiter yet: what cannot start one is data
+                safe = max(pos, len(data) - length - 1 if found < 0 else found)
                 if self.upload is not None:
                     self.upload.write(data[pos:safe])
                     pos = safe
-                elif safe - pos > self.field_limit:
-                    raise _field_too_large(self.name, self.field_limit)
+                elif safe - pos > field_limit:
+                    raise _field_too_large(name, field_limit)
+                self.state, self.name, self.parts, self.search_at = state, name, parts, self.at + safe
                 return pos
 
     def _opening(self, data: bytes | bytearray) -> int:
@@ -371,17 +383,11 @@ class _Multipart:
             raise _malformed("the body does not start with its boundary")
         if len(opening) < len(self.opening) + 2:
             return pos
-        self._begin_part(pos + len(opening), opening.endswith(b"--"))
-        return pos + len(opening)
-
-    def _begin_part(self, pos: int, last: bool) -> None:
-        """A delimiter ended at ``pos``: the next part's headers start there, unless it was the ``last``."""
-        if last:
-            self.state = "end"
-        else:
-            self.state = "headers"
-            if self.raw is not None:  # nothing of a part is written until its name is known
-                self.raw.hold(self.at + pos)
+        pos += len(opening)
+        self.state = "end" if opening.endswith(b"--") else "headers"
+        if self.state == "headers" and self.raw is not None:  # (as after each delimiter: see _parse)
+            self.raw.hold(self.at + pos)
+        return pos
 
     def _headers(self, name: str, filename: str | None, block: bytes, data_at: int) -> None:
         """A part's headers were read: a file's upload begins; the raw body learns what to hide."""
