@@ -405,8 +405,8 @@ class Listener:
                 ids[name] = parse_id(value, name)
             except ValueError as exc:
                 raise Rejected(422, str(exc)) from None
-        unknown = [name for name in call.fields if name not in KNOWN_FIELDS[kind]]
-        if unknown:
+        if not call.fields.keys() <= KNOWN_FIELDS[kind]:
+            unknown = [name for name in call.fields if name not in KNOWN_FIELDS[kind]]
             call.warnings.append(f"unknown field{'s' * (len(unknown) > 1)}: {', '.join(unknown)}")
         if kind in ("message_sent", "send_message") and "message" not in call.fields:
             call.warnings.append("message is missing")

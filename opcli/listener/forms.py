@@ -440,7 +440,7 @@ def _malformed(why: str) -> Rejected:
 async def _read_multipart(stream: Chunks, boundary: bytes, limit: int, field_limit: int, body: Body) -> None:
     parser = _Multipart(boundary, field_limit, body)
     size = 0
-    while chunk := await stream.next():
+    while not stream.ended and (chunk := await stream.next()):  # (once it has ended, no await to learn so)
         if size + len(chunk) > limit:
             raise await _too_large(stream, limit)
         parser.feed(chunk)

@@ -250,12 +250,13 @@ class Guarded:
             self.arm(self.rules.headers)  # for the whole header block, however it trickles in
         elif self.phase == "body":
             self.arm(self.rules.body)
-        if self.phase == "headers" and b"pgrade:" in data.lower():
+        if self.phase == "headers":
             # the HTTP/2 upgrade offer (curl --http2) would stop the parser at the headers:
             # rename the header so that the request is read, and answered, as HTTP/1.1
             end = data.find(b"\r\n\r\n")
-            head = data if end < 0 else data[:end]
-            data = _UPGRADE.sub(rb"\r\nx-opcli-ignored-\1\2:", head) + data[len(head) :]
+            head = data if end < 0 else data[:end]  # (the body is not lowered: a multipart one is most of it)
+            if b"pgrade:" in head.lower():
+                data = _UPGRADE.sub(rb"\r\nx-opcli-ignored-\1\2:", head) + data[len(head) :]
         self._unset_keepalive_if_required()  # type: ignore[attr-defined]
         try:
             self.parser.feed_data(data)  # type: ignore[attr-defined]
