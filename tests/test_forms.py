@@ -162,3 +162,7 @@ def test_padding_of_1_kib_or_more_after_a_boundary_is_refused_however_the_body_i
         with pytest.raises(Rejected, match="no CRLF after the boundary's padding"):
             ours(body, b"XyZ", cuts)
     assert ours(body.replace(b" " * 2000, b" " * 1000), b"XyZ", [60]) == ([("a", "1"), ("b", "2")], [])
+    longest = body.replace(b" " * 2000, b" " * 1023)  # the most padding there may be: a CR, then the LF, comes
+    between = longest.index(b" \r\n") + 2
+    for cuts in ([], [between], list(range(1, len(longest)))):
+        assert ours(longest, b"XyZ", cuts) == ([("a", "1"), ("b", "2")], [])

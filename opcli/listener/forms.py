@@ -291,9 +291,9 @@ class _Multipart:
     def _parse(self, data: bytes | bytearray) -> int:
         """Parse as far as ``data`` (the stream from offset ``at``) allows; returns how many of its bytes are done.
 
-        A turn of the loop reads a part's headers, when they are due, then its data. (A text
-        field, most of every call, takes the loop's shortest way: the parser's state in locals,
-        no method calls but the cached header's.)
+        A turn of the loop reads a part's headers, when they are due, then its data. The parser's
+        state is in locals until it returns (a refused body leaves it unusable): a text field, most
+        of every call, costs no method call but the cached header's unless the raw body is kept.
         """
         pos = self._opening(data) if self.state == "start" else 0
         state = self.state
@@ -305,24 +305,28 @@ class _Multipart:
         if state == "data":
             found = data.find(delimiter, max(0, self.search_at - self.at))  # (where the last look stopped)
         while True:
-            if state == "headers":  # the blank line that ends them (at once, for a part without any)
+            if state == "headers":
+                # the blank line that ends them, looked for from the CRLF that ended the delimiter (at
+                # pos - 2; at -2 when it came in the last chunk): a part without headers has it there
                 if pos:
-                    found = data.find(b"\r\n\r\n", pos - 2)  # (a delimiter's CRLF ends at pos)
-                else:
-                    found = -2 if data[:2] == b"\r\n" else data.find(b"\r\n\r\n")
-                if found == -1:
+                    blank = data.find(b"\r\n\r\n", pos - 2)
+                elif data[:2] == b"\r\n":
+                    blank = -2
+                else:  # (the headers began in an earlier chunk: from where the last look stopped)
+                    blank = data.find(b"\r\n\r\n", max(0, self.search_at - self.at))
+                if blank == -1:
                     if len(data) - pos > MAX_PART_HEADERS * (MAX_HEADER_LINE + 2):
                         raise _malformed("a part's headers are too large")
-                    self.state, self.parts = state, parts
+                    self.state, self.parts, self.search_at = state, parts, self.at + max(pos, len(data) - 3)
                     return pos
                 parts += 1
                 if parts > MAX_PARTS:
                     raise Rejected(413, f"more than {MAX_PARTS} parts in the body")
-                block = data[pos:found] if found > pos else b""
+                block = data[pos:blank] if blank > pos else b""
                 if array:
                     block = bytes(block)
                 name, filename = _part_header(block)
-                pos = found + 4
+                pos = blank + 4
                 state = "data"
                 if filename is not None or raw is not None:
                     self._headers(name, filename, block, self.at + pos)
@@ -337,7 +341,7 @@ class _Multipart:
                     break
                 elif follows[0] in b" \t":  # transport padding: spaces, then CRLF
                     end = data.find(b"\r\n", after) + 2
-                    if end < 2 and len(data) - after < 1024:
+                    if end < 2 and len(data) - after <= 1024:  # (up to 1,023 spaces and a CR)
                         break
                     if end < 2 or end - 2 - after >= 1024 or data[after : end - 2].strip(b" \t"):
                         raise _malformed("no CRLF after the boundary's padding")  # (within 1 KiB, however cut)
@@ -352,7 +356,7 @@ class _Multipart:
                     try:
                         value = data[pos:found].decode("utf-8")
                     except UnicodeDecodeError:
-                        _decode(data[pos:found], field=name)  # (raises Rejected, naming the field)
+                        value = _decode(data[pos:found], field=name)  # (raises Rejected, naming the field)
                     fields.append((name, value))
                     if raw is not None:
                         self.body.hide(value, data[pos:found], self.value_at, name=name)
@@ -398,7 +402,7 @@ class _Multipart:
             if self.raw is not None:
                 self.raw.release()
         else:
-            self.name, self.value_at = name, data_at
+            self.value_at = data_at
 
     def _end_upload(self, data: bytes | bytearray) -> None:
         """A file's part ended with ``data``."""
