@@ -189,10 +189,12 @@ def _char_forms(char: str) -> list[str]:
     forms = [re.escape(char), "".join(f"%{hex_digits(f'{byte:02x}')}" for byte in char.encode())]
     if char == " ":
         forms.append(r"\+")
+    # a JSON escape, as is or escaped once more: a client's typed "\u0041" is "\\u0041" in a journal line
     if ord(char) < 0x10000:
-        forms.append(r"\\u" + hex_digits(f"{ord(char):04x}"))
+        forms.append(r"\\\\?u" + hex_digits(f"{ord(char):04x}"))
     if char in _JSON_ESCAPES:
-        forms.append(re.escape(_JSON_ESCAPES[char]))
+        escape = _JSON_ESCAPES[char]
+        forms += [re.escape(escape), re.escape(json.dumps(escape)[1:-1])]
     return forms
 
 

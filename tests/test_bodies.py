@@ -160,6 +160,7 @@ def test_the_token_quoted_anywhere_else_is_masked_in_the_saved_body(tmp_path, co
     if content_type == MP:
         original = b"".join([part("token", token.encode()), part("user_id", b"42"), part("message", message.encode())])
         original += part(f"x{token}", b"1") + part("attach", b"data", f"{token}.txt") + f"--{BOUNDARY}--\r\n".encode()
+        original += f"an epilogue, which parsers ignore: {token}\r\n".encode()
         mask = "…3456".encode()
     else:
         odd = token.replace("s", "%2573", 1)  # its "s" %-encoded twice: no form of the token in the raw bytes

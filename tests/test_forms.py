@@ -15,7 +15,7 @@ import random
 import pytest
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-from opcli.listener.forms import Body, Rejected, _Multipart
+from opcli.listener.forms import MAX_HEADER_LINE, MAX_PART_HEADERS, Body, Rejected, _Multipart
 
 PIECES = [
     b"a",
@@ -166,3 +166,14 @@ def test_padding_of_1_kib_or_more_after_a_boundary_is_refused_however_the_body_i
     between = longest.index(b" \r\n") + 2
     for cuts in ([], [between], list(range(1, len(longest)))):
         assert ours(longest, b"XyZ", cuts) == ([("a", "1"), ("b", "2")], [])
+
+
+def test_the_largest_headers_a_part_may_have_are_read_however_the_body_is_cut():
+    lines = [b'Content-Disposition: form-data; name="a"'.ljust(MAX_HEADER_LINE)]
+    lines += [f"X-H{k}: ".encode().ljust(MAX_HEADER_LINE, b"v") for k in range(MAX_PART_HEADERS - 1)]
+    head = b"--XyZ\r\n" + b"\r\n".join(lines) + b"\r\n\r\n"
+    body = head + b"1\r\n--XyZ--\r\n"
+    for cut in range(len(head) - 4, len(head) + 1):  # in the blank line, and on either side of it
+        assert ours(body, b"XyZ", [cut]) == ([("a", "1")], []), cut
+    with pytest.raises(Rejected, match="a part has more than 8 headers"):
+        ours(head.replace(b"\r\n\r\n", b"\r\nX: y\r\n\r\n"), b"XyZ", [])

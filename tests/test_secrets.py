@@ -256,6 +256,10 @@ def test_the_listener_keeps_an_encoded_token_out_of_journal_saved_body_and_answe
     assert not pattern.search(line.encode())
     files = list(saved.iterdir())
     assert files and not any(pattern.search(path.read_bytes()) for path in files)
+    # its first two characters typed as \u escapes, the only form of it in the call: in the journal's
+    # line each escape's backslash is doubled
+    r = client.post("/hooks/user-info", data={"token": token, "user_id": "42", "note": f"{escaped[:12]}{token[2:]}"})
+    assert r.status_code == 200 and journal[-1]["fields"]["note"] == "…0xyz"
     # answers that quote the request: a path, a content type; the journal keeps the client's spelling to mask it
     for path, content_type, status in [
         (f"/x/{percent}", "text/plain", 404),

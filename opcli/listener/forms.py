@@ -269,6 +269,8 @@ class _Multipart:
         self.upload: Upload | None = None
         self.name = ""  # the text field being read, and where its value starts in the stream
         self.value_at = 0
+        self.epilogue: bytearray | None = None  # what follows the closing delimiter, while the raw body is kept
+        self.epilogue_at = 0
 
     @property
     def complete(self) -> bool:
@@ -297,8 +299,10 @@ class _Multipart:
         """
         pos = self._opening(data) if self.state == "start" else 0
         state = self.state
-        if state != "headers" and state != "data":  # the opening is not all here yet; or the end (an epilogue)
-            return pos if state == "start" else len(data)
+        if state == "end":  # (an empty body's opening was its closing delimiter)
+            return self._epilogue(data, pos)
+        if state == "start":  # the opening is not all here yet
+            return pos
         delimiter, length, fields, raw = self.delimiter, len(self.delimiter), self.body.fields, self.raw
         field_limit, name, parts = self.field_limit, self.name, self.parts
         array = data.__class__ is not bytes  # (a header block is a cache key: from a bytearray, it is copied)
@@ -314,8 +318,8 @@ class _Multipart:
                     blank = -2
                 else:  # (the headers began in an earlier chunk: from where the last look stopped)
                     blank = data.find(b"\r\n\r\n", max(0, self.search_at - self.at))
-                if blank == -1:
-                    if len(data) - pos > MAX_PART_HEADERS * (MAX_HEADER_LINE + 2):
+                if blank == -1:  # (the largest headers there may be, with the first 3 bytes of the blank line)
+                    if len(data) - pos > MAX_PART_HEADERS * (MAX_HEADER_LINE + 2) + 1:
                         raise _malformed("a part's headers are too large")
                     self.state, self.parts, self.search_at = state, parts, self.at + max(pos, len(data) - 3)
                     return pos
@@ -362,9 +366,9 @@ class _Multipart:
                         self.body.hide(value, data[pos:found], self.value_at, name=name)
                         raw.release()
                 pos = end
-                if follows == b"--":  # the closing delimiter: an epilogue after it is ignored
+                if follows == b"--":  # the closing delimiter
                     self.state, self.parts = "end", parts
-                    return len(data)
+                    return self._epilogue(data, pos)
                 state = "headers"
                 if raw is not None:  # nothing of a part is written until its name is known
                     raw.hold(self.at + pos)
@@ -392,6 +396,23 @@ class _Multipart:
         if self.state == "headers" and self.raw is not None:  # (as after each delimiter: see _parse)
             self.raw.hold(self.at + pos)
         return pos
+
+    def _epilogue(self, data: bytes | bytearray, pos: int) -> int:
+        """What follows the closing delimiter (from ``pos``) is ignored, but a kept raw body holds it
+        back until ``finish`` has masked any secret in it; returns that all of ``data`` is done."""
+        if self.raw is not None:
+            if self.epilogue is None:
+                self.epilogue, self.epilogue_at = bytearray(), self.at + pos
+                self.raw.hold(self.epilogue_at)
+            self.epilogue += data[pos:]
+        return len(data)
+
+    def finish(self) -> None:
+        """The body ended after its closing delimiter: the raw body is written, a secret in the epilogue masked."""
+        if self.raw is not None:
+            if self.epilogue:
+                self.body.hide(self.epilogue.decode("utf-8", "replace"), self.epilogue, self.epilogue_at)
+            self.raw.finish()
 
     def _headers(self, name: str, filename: str | None, block: bytes, data_at: int) -> None:
         """A part's headers were read: a file's upload begins; the raw body learns what to hide."""
@@ -455,8 +476,7 @@ async def _read_multipart(stream: Chunks, boundary: bytes, limit: int, field_lim
         raise Rejected(400, "empty body")
     if not parser.complete:
         raise Rejected(400, "truncated multipart body: the closing boundary never came")
-    if parser.raw is not None:
-        parser.raw.finish()
+    parser.finish()
 
 
 async def _read_urlencoded(stream: Chunks, limit: int, field_limit: int, body: Body) -> None:
