@@ -175,5 +175,7 @@ def test_the_largest_headers_a_part_may_have_are_read_however_the_body_is_cut():
     body = head + b"1\r\n--XyZ--\r\n"
     for cut in range(len(head) - 4, len(head) + 1):  # in the blank line, and on either side of it
         assert ours(body, b"XyZ", [cut]) == ([("a", "1")], []), cut
+    with pytest.raises(Rejected, match=f"a part's header line is longer than {MAX_HEADER_LINE} bytes"):
+        ours(body.replace(b'name="a"', b'name="' + b"a" * MAX_HEADER_LINE + b'"'), b"XyZ", [])
     with pytest.raises(Rejected, match="a part has more than 8 headers"):
         ours(head.replace(b"\r\n\r\n", b"\r\nX: y\r\n\r\n"), b"XyZ", [])

@@ -446,8 +446,10 @@ def _part_header(block: bytes) -> tuple[str, str | None]:
     if len(lines) > MAX_PART_HEADERS:
         raise _malformed(f"a part has more than {MAX_PART_HEADERS} headers")
     for line in lines:
+        if len(line) > MAX_HEADER_LINE:  # (a long name="..." too: an urlencoded field's name has the same limit)
+            raise _malformed(f"a part's header line is longer than {MAX_HEADER_LINE} bytes")
         name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name) or b"\r" in value or len(line) > MAX_HEADER_LINE:
+        if not colon or not _TOKEN.fullmatch(name) or b"\r" in value:
             raise _malformed("a part's header is not a line of 'Name: value'")
         if name.lower() == b"content-disposition":
             disposition = value.lstrip(b" ")
