@@ -69,7 +69,7 @@ class Upload:
         if self.secrets and not self.holds_secret:  # a token across two chunks is found too
             window = self._tail + data
             self.holds_secret = holds_secret(window, self.secrets)
-            self._tail = bytes(window[-6 * max(map(len, self.secrets)) :])  # (\uXXXX: 6 bytes a character)
+            self._tail = bytes(window[-7 * max(map(len, self.secrets)) :])  # (\\uXXXX: up to 7 bytes a character)
 
     def entry(self) -> dict[str, Any]:
         return {
