@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -402,6 +403,70 @@ def test_pipelined_requests_are_answered_in_order_each_whole(raw):
         response = rest[length:]
     assert [(status, reply.get("id")) for status, reply in answers] == [(b"200", 42), (b"401", None), (b"200", 7)]
     assert [line["status"] for line in journal] == [200, 401, 200]
+
+
+def test_head_http_1_0_and_connection_close_are_framed_as_http_says(raw):
+    """HEAD: the head with the body's length, no body, the next answer right after it; 1.0 and close: closed."""
+    exchange, journal, _ = raw
+    response = exchange(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, rest = response.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head).group(1))
+    assert head.startswith(b"HTTP/1.1 200 OK") and rest.startswith(b"HTTP/1.1 200 OK"), response
+    second_head, _, body = rest.partition(b"\r\n\r\n")
+    assert len(body) == length and json.loads(body)["opcli"] and b"connection: close" in second_head
+    old = exchange(form_request(f"token={TOKEN}&user_id=42".encode()).replace(b"HTTP/1.1\r\n", b"HTTP/1.0\r\n", 1))
+    assert old.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in old.split(b"\r\n\r\n")[0], old
+    assert [(line["method"], line["status"]) for line in journal] == [("HEAD", 200), ("GET", 200), ("POST", 200)]
+
+
+def test_a_kept_alive_connection_lasts_the_idle_limit_not_uvicorns_five_seconds(tmp_path, serve):
+    """listen.timeouts.idle decides when an idle connection closes, also after an answer."""
+    import socket
+
+    limits = "listen:\n  timeouts: {idle: 30}\n"
+    app = create_app(load_config(write_config(tmp_path / "c.yaml", listen=limits), listen=True))
+    host, port = serve(app).url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        for pause in (0, 5.5):  # (uvicorn's own keep-alive limit is 5 s)
+            time.sleep(pause)
+            sock.sendall(form_request(f"token={TOKEN}&user_id=42".encode()))
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_a_client_that_pipelines_thousands_of_calls_and_reads_nothing_stalls_only_itself(tmp_path, serve):
+    """Its answers wait in the socket, not in the listener: others are served; when it reads, all come, in order."""
+    import socket
+
+    app = create_app(load_config(write_config(tmp_path / "c.yaml"), listen=True))
+    journal = lines_of(app)
+    url = serve(app).url
+    host, port = url.rsplit("/", 1)[1].split(":")
+    count = 20000
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (before connecting: a small window)
+        sock.settimeout(10)
+        sock.connect((host, int(port)))
+        requests = b"".join(form_request(f"token={TOKEN}&user_id={n}".encode()) for n in range(count))
+        sock.setblocking(False)
+        sent = 0
+        with contextlib.suppress(BlockingIOError):  # the listener stops reading once its answers back up
+            while sent < len(requests):
+                sent += sock.send(requests[sent : sent + 65536])
+        seen = -1
+        while seen != len(journal):  # until the listener has stopped reading its requests
+            seen = len(journal)
+            time.sleep(0.5)
+        assert seen < count
+        other = httpx.post(f"{url}/hooks/user-info", data={"token": TOKEN, "user_id": "7"}, timeout=10)
+        assert other.status_code == 200
+        sock.setblocking(True)
+        sock.sendall(requests[sent:])
+        response = b""
+        while response.count(b"HTTP/1.1 ") < count or not response.endswith(b"}"):
+            response += sock.recv(1 << 20)
+    ids = [json.loads(body)["id"] for body in re.findall(rb"\r\n\r\n(\{.*?\})(?=HTTP/1.1 |$)", response)]
+    assert ids == list(range(count))
+    assert len(journal) == count + 1
 
 
 def test_an_early_answer_then_the_rest_of_the_body_leaves_an_idle_connection_that_is_closed(raw):

@@ -30,7 +30,7 @@ from opcli.listener.call import Call, ms_since
 from opcli.listener.canned import Canned
 from opcli.listener.faults import Faults, respond
 from opcli.listener.forms import Body, ClientGone, Rejected, media_type, read_form
-from opcli.listener.http import EXTENSION, Rules
+from opcli.listener.http import ANSWER, EXTENSION, Rules
 from opcli.listener.inspector import PREFIX as INSPECTOR
 from opcli.listener.inspector import Inspector
 from opcli.listener.journal import Journal, JournalError
@@ -173,7 +173,8 @@ class Listener:
             reply, content_type = raw.shown, raw.content_type
         call.status, call.reply = status, reply
         call.ms = ms_since(started)
-        connection = scope.get("extensions", {}).get(EXTENSION)
+        extensions = scope.get("extensions") or {}
+        connection = extensions.get(EXTENSION)
         if connection is not None and call.fault is None:  # (a fault's hang or dribble ends when the client goes)
             connection.answering = True  # a half-close from now on waits for the answer
         if connection is not None and connection.lost.is_set() and status is not None:
@@ -197,18 +198,15 @@ class Listener:
         if call.fault is not None:
             await respond(call.fault, scope, send, status, body)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    *([(b"content-type", content_type)] if content_type else []),
-                    (b"content-length", str(len(body)).encode()),
-                    *headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        if content_type:
+            headers.insert(0, (b"content-type", content_type))
+        answer = extensions.get(ANSWER)
+        if answer is not None:  # opcli's own server: the whole reply in one step
+            await answer(status, headers, body)
+        else:
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
         if self.answered:
             for hook in list(self.answered):
                 hook(call)

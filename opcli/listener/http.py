@@ -3,7 +3,8 @@
 An ASGI app only sees messages: uvicorn answers 500 when it returns without starting a response,
 and closes the transport when it fails after starting one. What acts on the connection itself
 (close it without a response, reset it, keep it open until the server stops) needs the transport,
-so the protocol puts a ``Connection`` in each request's ``scope["extensions"]["opcli.connection"]``.
+so the protocol puts a ``Connection`` in each request's ``scope["extensions"]["opcli.connection"]``,
+and, over httptools, ``answer`` in ``scope["extensions"]["opcli.answer"]``: a whole reply in one step.
 
 Everything written to a connection goes through its ``Outbox``: what one turn of the event loop
 writes leaves at the end of the turn, in one piece.
@@ -21,18 +22,22 @@ is the same over uvicorn's pure-Python h11 parser (h11 keeps its own limits).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import socket
 import struct
+import weakref
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
 import httptools
 from uvicorn.protocols.http.h11_impl import H11Protocol as _H11Protocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpToolsProtocol
 
 EXTENSION = "opcli.connection"
+ANSWER = "opcli.answer"
 
 
 class Connection:
@@ -257,7 +262,6 @@ class Guarded:
             head = data if end < 0 else data[:end]  # (the body is not lowered: a multipart one is most of it)
             if b"pgrade:" in head.lower():
                 data = _UPGRADE.sub(rb"\r\nx-opcli-ignored-\1\2:", head) + data[len(head) :]
-        self._unset_keepalive_if_required()  # type: ignore[attr-defined]
         try:
             self.parser.feed_data(data)  # type: ignore[attr-defined]
         except httptools.HttpParserUpgrade:
@@ -289,8 +293,12 @@ class Guarded:
         super().on_header(name, value)  # type: ignore[misc]
 
     def on_headers_complete(self) -> None:
-        self.scope["extensions"] = {EXTENSION: self.connection}  # type: ignore[attr-defined]
+        self.scope["extensions"] = extensions = {EXTENSION: self.connection}  # type: ignore[attr-defined]
         super().on_headers_complete()  # type: ignore[misc]
+        cycle = self.cycle  # type: ignore[attr-defined]
+        if cycle is not None and cycle.scope is self.scope:  # this request's (its app starts at the next turn)
+            # (weakly: the scope is the cycle's, and a cycle of references would wait for the GC)
+            extensions[ANSWER] = functools.partial(answer, weakref.ref(cycle))
         self.phase = "body"
         self.arm(self.rules.body)
 
@@ -302,7 +310,18 @@ class Guarded:
             self.went_idle()  # answered early (a 413, a 415) and the rest of the body came since
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()  # type: ignore[misc]
+        """An answer has gone out: the next pipelined request starts, or the connection goes idle.
+
+        uvicorn's own method, but for its keep-alive timer: the ``idle`` rule's timer closes an
+        idle connection already, and a second timer set and cancelled for every request cost
+        about 3 µs of each call's 70 (this is all the rest of uvicorn 0.x's method).
+        """
+        self.server_state.total_requests += 1  # type: ignore[attr-defined]
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()  # type: ignore[attr-defined]
+        if self.pipeline:  # type: ignore[attr-defined]
+            self._start_asgi_task(*self.pipeline.pop())  # type: ignore[attr-defined]
         if self.phase == "answer" and self.cycle.response_complete:  # type: ignore[attr-defined]
             self.went_idle()  # (a pipelined request under way is not idle: its own answer ends it)
 
@@ -399,6 +418,42 @@ class Guarded:
             return self.parser.get_method().decode("ascii")  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - the request line itself was what broke
             return "?"
+
+
+async def answer(request: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """Send a whole reply, with its Content-Length, as the answer of uvicorn's ``request`` (its cycle's weakref).
+
+    The app finds it as ``scope["extensions"]["opcli.answer"]`` (without ``cycle``) under opcli's
+    httptools protocol. It does what uvicorn's ``send`` does with an ``http.response.start`` and
+    then the last ``http.response.body`` -- flow control, no body for HEAD, ``connection:
+    close`` when the connection ends after it, the next pipelined request -- in one step: the
+    two messages took 4-5 µs of a call's 70. ``headers`` are the app's own, not checked for a
+    CR or LF; opcli's servers keep no access log.
+    """
+    cycle = request()  # (alive: its app is running)
+    if cycle.flow.write_paused and not cycle.disconnected:
+        await cycle.flow.drain()
+    if cycle.disconnected:
+        return
+    if cycle.response_started:
+        raise RuntimeError("the response was started already")
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    head = [STATUS_LINE[status]]
+    for name, value in (*cycle.default_headers, *headers):
+        head += (name, b": ", value, b"\r\n")
+    head.append(b"content-length: %d\r\n" % len(body))
+    if not cycle.keep_alive:
+        head.append(b"connection: close\r\n")
+    head.append(b"\r\n")
+    if cycle.scope["method"] != "HEAD":
+        head.append(body)
+    cycle.transport.write(b"".join(head))
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
 
 
 class HttpToolsProtocol(ConnectionAccess, Guarded, _HttpToolsProtocol):
