@@ -14,13 +14,8 @@ from typing import Any
 
 import orjson
 
-# keys that are not strings as the standard json writes them; datetimes and dataclasses as str() shows them
-_OPTIONS = (
-    orjson.OPT_NON_STR_KEYS
-    | orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_APPEND_NEWLINE
-)
+# datetimes and dataclasses as str() shows them
+_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_APPEND_NEWLINE
 _COMPACT = _OPTIONS & ~orjson.OPT_APPEND_NEWLINE
 
 
@@ -37,6 +32,10 @@ def compact(obj: Any) -> bytes:
 def _encoded(obj: Any, option: int, end: bytes) -> bytes:
     try:
         return orjson.dumps(obj, default=str, option=option)
+    except orjson.JSONEncodeError:
+        pass
+    try:  # a key that is not a string (YAML's ``1:`` or a date): orjson's option for it made every line slower by half
+        return orjson.dumps(obj, default=str, option=option | orjson.OPT_NON_STR_KEYS)
     except orjson.JSONEncodeError:  # a lone surrogate, a huge integer
         return _standard(obj, (",", ":"), None) + end
 
