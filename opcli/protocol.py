@@ -57,7 +57,6 @@ URL_PATTERN = r"^https?://[^\s/]+"
 FAILED_STATUSES = (0, False, "0")
 
 _BRACKET = re.compile(r"attaches\[([0-9]+)\]\[(file_url|big)\]")  # fullmatch: ASCII digits, no newline after
-_DIGITS = re.compile(r"[0-9]+")  # fullmatch ("$" would let "42\n" through)
 _URL = re.compile(URL_PATTERN)
 # opcli's own request header: a request `opcli replay` (or the inspector) sends again names the
 # journal line it replays; the listener journals it as ``replay_of``
@@ -89,6 +88,11 @@ def mask_token(token: str | None) -> str:
     return f"…{token[-4:]}" if len(token) >= 16 else "***"
 
 
+def _digits(text: str) -> bool:
+    """Only 0-9, at least one (no other digits: int() reads "٤٢" as 42)."""
+    return text.isascii() and text.isdecimal()
+
+
 def id_of(value: Any) -> int:
     """An id as the protocol carries it: a whole number from 0 to 2^63-1, as an int or a digit string.
 
@@ -96,7 +100,7 @@ def id_of(value: Any) -> int:
     """
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and _DIGITS.fullmatch(value.removeprefix("-")):
+    elif isinstance(value, str) and _digits(value.removeprefix("-")):
         try:
             number = int(value)
         except ValueError:  # more digits than int() takes (4,300): far past 2^63
@@ -325,7 +329,7 @@ def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tup
         else:  # attachesX: just another field
             rest.append((name, value))
     if photos:
-        from_json = [photos[k] for k in sorted(photos)] + from_json
+        from_json = [*map(photos.__getitem__, sorted(photos)), *from_json]
     return from_json, rest
 
 

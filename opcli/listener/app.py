@@ -385,13 +385,15 @@ class Listener:
             if bad_attaches:
                 raise Rejected(422, bad_attaches)
             for k, photo in enumerate(call.attaches):
-                if not isinstance(photo.get("file_url"), str) or not photo["file_url"]:
+                file_url = photo.get("file_url")
+                if not isinstance(file_url, str) or not file_url:
                     raise Rejected(422, f"attaches[{k}] has no file_url")
-                for key in ("file_url", "big"):
-                    if key in photo and not is_url(photo[key]):
-                        call.warnings.append(f"attaches[{k}][{key}] is not an http(s) URL")
+                if not is_url(file_url):
+                    call.warnings.append(f"attaches[{k}][file_url] is not an http(s) URL")
                 if "big" not in photo:
                     call.warnings.append(f"attaches[{k}] has no big (thumbnail)")
+                elif not is_url(photo["big"]):
+                    call.warnings.append(f"attaches[{k}][big] is not an http(s) URL")
         elif bad_attaches:
             call.warnings.append(f"attaches is not a field of {kind}")
         ids = {}
