@@ -416,7 +416,33 @@ def test_head_http_1_0_and_connection_close_are_framed_as_http_says(raw):
     assert len(body) == length and json.loads(body)["opcli"] and b"connection: close" in second_head
     old = exchange(form_request(f"token={TOKEN}&user_id=42".encode()).replace(b"HTTP/1.1\r\n", b"HTTP/1.0\r\n", 1))
     assert old.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in old.split(b"\r\n\r\n")[0], old
-    assert [(line["method"], line["status"]) for line in journal] == [("HEAD", 200), ("GET", 200), ("POST", 200)]
+    refused = exchange(b"GET /hooks/user-info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    names = [line.split(b":")[0] for line in refused.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]]
+    assert names == [b"date", b"content-type", b"content-length", b"allow", b"connection"], refused
+    assert [(line["method"], line["status"]) for line in journal] == [
+        ("HEAD", 200),
+        ("GET", 200),
+        ("POST", 200),
+        ("GET", 405),
+    ]
+
+
+def test_a_client_answered_early_that_sends_no_body_is_closed_after_the_idle_limit(tmp_path, serve):
+    """curl with `Expect: 100-continue` and a 415: it never sends the body; the connection ends after idle."""
+    import socket
+
+    limits = "listen:\n  timeouts: {idle: 0.5, headers: 30, body: 30}\n"
+    app = create_app(load_config(write_config(tmp_path / "c.yaml", listen=limits), listen=True))
+    host, port = serve(app).url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:  # (a 30 s wait would time out)
+        sock.sendall(
+            b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 10\r\nExpect: 100-continue\r\n\r\n"
+        )
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 415 ") and response.count(b"HTTP/1.1") == 1, response
 
 
 def test_a_kept_alive_connection_lasts_the_idle_limit_not_uvicorns_five_seconds(tmp_path, serve):

@@ -198,14 +198,13 @@ class Listener:
         if call.fault is not None:
             await respond(call.fault, scope, send, status, body)
             return
-        if content_type:
-            headers.insert(0, (b"content-type", content_type))
         answer = extensions.get(ANSWER)
         if answer is not None:  # opcli's own server: the whole reply in one step
-            await answer(status, headers, body)
+            await answer(status, content_type, headers, body)
         else:
-            headers.append((b"content-length", str(len(body)).encode()))
-            await send({"type": "http.response.start", "status": status, "headers": headers})
+            start = [(b"content-type", content_type)] if content_type else []
+            start += [(b"content-length", b"%d" % len(body)), *headers]
+            await send({"type": "http.response.start", "status": status, "headers": start})
             await send({"type": "http.response.body", "body": body})
         if self.answered:
             for hook in list(self.answered):

@@ -324,6 +324,8 @@ class Guarded:
             self._start_asgi_task(*self.pipeline.pop())  # type: ignore[attr-defined]
         if self.phase == "answer" and self.cycle.response_complete:  # type: ignore[attr-defined]
             self.went_idle()  # (a pipelined request under way is not idle: its own answer ends it)
+        elif self.phase == "body":  # answered early (a 413, a 415): the rest of the body, if it comes, is
+            self.arm(self.rules.idle)  # dropped; a client that sends no more is idle (each chunk re-arms body)
 
     def eof_received(self) -> bool:
         """The client half-closed (``nc -N``) or closed: a request it cut short is answered 400 (and journaled).
@@ -420,15 +422,17 @@ class Guarded:
             return "?"
 
 
-async def answer(request: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+async def answer(
+    request: Any, status: int, content_type: bytes | None, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
     """Send a whole reply, with its Content-Length, as the answer of uvicorn's ``request`` (its cycle's weakref).
 
     The app finds it as ``scope["extensions"]["opcli.answer"]`` (without ``cycle``) under opcli's
     httptools protocol. It does what uvicorn's ``send`` does with an ``http.response.start`` and
     then the last ``http.response.body`` -- flow control, no body for HEAD, ``connection:
     close`` when the connection ends after it, the next pipelined request -- in one step: the
-    two messages took 4-5 µs of a call's 70. ``headers`` are the app's own, not checked for a
-    CR or LF; opcli's servers keep no access log.
+    two messages took 4-5 µs of a call's 70. ``headers`` (after the content type and length) are
+    the app's own, not checked for a CR or LF; opcli's servers keep no access log.
     """
     cycle = request()  # (alive: its app is running)
     if cycle.flow.write_paused and not cycle.disconnected:
@@ -440,9 +444,13 @@ async def answer(request: Any, status: int, headers: list[tuple[bytes, bytes]], 
     cycle.response_started = True
     cycle.waiting_for_100_continue = False
     head = [STATUS_LINE[status]]
-    for name, value in (*cycle.default_headers, *headers):
+    for name, value in cycle.default_headers:
         head += (name, b": ", value, b"\r\n")
+    if content_type:
+        head += (b"content-type: ", content_type, b"\r\n")
     head.append(b"content-length: %d\r\n" % len(body))
+    for name, value in headers:
+        head += (name, b": ", value, b"\r\n")
     if not cycle.keep_alive:
         head.append(b"connection: close\r\n")
     head.append(b"\r\n")
