@@ -297,15 +297,18 @@ def _photo_field(name: str) -> tuple[int, str] | None:
     return (int(m.group(1)), m.group(2)) if m else None
 
 
-def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Split received form fields into photo objects and the other fields.
+def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tuple[str, str]], str | None]:
+    """Split received form fields into photo objects and the other fields, and say how photos came.
 
     Accepts bracket notation and a JSON ``attaches`` field; raises ValueError on a JSON field
     that is not a list of objects, and on a malformed bracket name (a photo must not vanish).
+    The encoding is ``json`` when an ``attaches`` field came, else ``brackets`` when bracket
+    fields did, else None.
     """
     photos: dict[int, dict] = {}
     from_json: list[dict] = []
     rest: list[tuple[str, str]] = []
+    encoding = None
     for name, value in fields:
         if not name.startswith("attaches"):
             rest.append((name, value))
@@ -315,6 +318,7 @@ def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tup
             index, key = photo_field
             photos.setdefault(index, {})[key] = value
         elif name == "attaches":
+            encoding = "json"
             try:
                 items = json.loads(value) if value.strip() else []
             except json.JSONDecodeError as exc:
@@ -330,7 +334,8 @@ def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tup
             rest.append((name, value))
     if photos:
         from_json = [*map(photos.__getitem__, sorted(photos)), *from_json]
-    return from_json, rest
+        encoding = encoding or "brackets"
+    return from_json, rest, encoding
 
 
 # --- envelopes -----------------------------------------------------------------------------

@@ -407,14 +407,21 @@ def test_bracket_photos_are_read_whatever_the_index_s_length_in_any_order():
 
     _photo_field.cache_clear()
     long_index = "attaches[" + "0" * 70 + "2][big]"  # a name too long for the parsed-name cache: parsed anyway
-    photos, rest = decode_attaches(
+    photos, rest, encoding = decode_attaches(
         [("attaches[1][big]", "b"), ("attaches[0][file_url]", "a"), (long_index, "c"), ("attaches[1][big]", "b2")]
         + [("attachesX", "x")]
     )
     assert photos == [{"file_url": "a"}, {"big": "b2"}, {"big": "c"}] and rest == [("attachesX", "x")]
+    assert encoding == "brackets"
     assert _photo_field.cache_info().currsize == 3  # the two short photo names and attachesX; not the long one
     with pytest.raises(ValueError, match="not a photo field"):
         decode_attaches([("attaches[0][size]", "1")])
     for name in ("attaches[0][big]\n", "attaches[\u0663][big]"):  # a newline after; an Arabic-Indic 3 (int() takes it)
         with pytest.raises(ValueError, match="not a photo field"):
             decode_attaches([(name, "https://a/b.jpg")])
+    assert decode_attaches([("attaches", '[{"file_url": "j"}]'), ("attaches[0][big]", "b")])[::2] == (
+        [{"big": "b"}, {"file_url": "j"}],
+        "json",
+    )
+    assert decode_attaches([("attaches", ""), ("m", "x")]) == ([], [("m", "x")], "json")
+    assert decode_attaches([("attachesX", "x")]) == ([], [("attachesX", "x")], None)

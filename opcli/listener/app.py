@@ -321,13 +321,12 @@ class Listener:
         Returns why ``attaches`` could not be read, if it could not.
         """
         try:
-            photos, fields = decode_attaches(body.fields)
+            photos, fields, encoding = decode_attaches(body.fields)
         except ValueError as exc:
             call.fields = self.shown_fields([(k, v) for k, v in body.fields if not k.startswith("attaches")])
             return str(exc)
         call.fields = self.shown_fields(fields)
-        if len(fields) < len(body.fields):  # replay re-encodes the photos as they came
-            call.attaches_encoding = "json" if any(name == "attaches" for name, _ in body.fields) else "brackets"
+        call.attaches_encoding = encoding  # replay re-encodes the photos as they came
         if kind == "message_sent":
             call.attaches = photos
         elif photos:

@@ -385,7 +385,9 @@ class _Multipart:
 
     def _opening(self, data: bytes | bytearray) -> int:
         """Where the first part's headers start, once the body's opening boundary is all here."""
-        pos = len(data) - len(data.lstrip(b"\r\n"))  # blank lines before the first boundary
+        pos = 0
+        if data.startswith((b"\r", b"\n")):  # blank lines before the first boundary (stripped, the body is copied)
+            pos = len(data) - len(data.lstrip(b"\r\n"))
         opening = data[pos : pos + len(self.opening) + 2]
         if not (self.opening + b"\r\n").startswith(opening) and not (self.opening + b"--").startswith(opening):
             raise _malformed("the body does not start with its boundary")
