@@ -445,6 +445,26 @@ def test_a_client_answered_early_that_sends_no_body_is_closed_after_the_idle_lim
     assert response.startswith(b"HTTP/1.1 415 ") and response.count(b"HTTP/1.1") == 1, response
 
 
+def test_a_pipelined_body_still_coming_when_the_answer_before_it_leaves_gets_the_body_limit(tmp_path, serve):
+    """The next request's body, half sent with the first request, is not held to the idle limit."""
+    import socket
+
+    limits = "listen:\n  timeouts: {idle: 0.3, headers: 5, body: 5}\n"
+    app = create_app(load_config(write_config(tmp_path / "c.yaml", listen=limits), listen=True))
+    journal = lines_of(app)
+    host, port = serve(app).url.rsplit("/", 1)[1].split(":")
+    second = form_request(f"token={TOKEN}&user_id=7".encode())
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(form_request(f"token={TOKEN}&user_id=42".encode()) + second[:-5])
+        time.sleep(1.0)  # the first answer is out; more than idle passes
+        sock.sendall(second[-5:] + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    assert response.count(b"HTTP/1.1 200 OK") == 3, response
+    assert [line["status"] for line in journal] == [200, 200, 200]
+
+
 def test_a_kept_alive_connection_lasts_the_idle_limit_not_uvicorns_five_seconds(tmp_path, serve):
     """listen.timeouts.idle decides when an idle connection closes, also after an answer."""
     import socket

@@ -324,8 +324,10 @@ class Guarded:
             self._start_asgi_task(*self.pipeline.pop())  # type: ignore[attr-defined]
         if self.phase == "answer" and self.cycle.response_complete:  # type: ignore[attr-defined]
             self.went_idle()  # (a pipelined request under way is not idle: its own answer ends it)
-        elif self.phase == "body":  # answered early (a 413, a 415): the rest of the body, if it comes, is
-            self.arm(self.rules.idle)  # dropped; a client that sends no more is idle (each chunk re-arms body)
+        elif self.phase == "body" and self.cycle.response_complete:  # type: ignore[attr-defined]
+            # answered early (a 413, a 415; not a pipelined request whose body is coming): the rest of
+            # the body, if it comes, is dropped; a client that sends no more is idle (each chunk re-arms body)
+            self.arm(self.rules.idle)
 
     def eof_received(self) -> bool:
         """The client half-closed (``nc -N``) or closed: a request it cut short is answered 400 (and journaled).
