@@ -427,6 +427,22 @@ def test_head_http_1_0_and_connection_close_are_framed_as_http_says(raw):
     ]
 
 
+def test_expect_100_continue_gets_its_interim_answer_before_the_body_is_sent(raw):
+    """A client that waits for `100 Continue` (curl does for a large body) gets it, then the answer."""
+    import socket
+
+    _, journal, url = raw
+    host, port = url.rsplit("/", 1)[1].split(":")
+    body = f"token={TOKEN}&user_id=42".encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = form_request(body).removesuffix(body).replace(b"\r\n\r\n", b"\r\nEXPECT: 100-Continue\r\n\r\n")
+        sock.sendall(head)
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+    assert [line["status"] for line in journal] == [200]
+
+
 def test_a_client_answered_early_that_sends_no_body_is_closed_after_the_idle_limit(tmp_path, serve):
     """curl with `Expect: 100-continue` and a 415: it never sends the body; the connection ends after idle."""
     import socket

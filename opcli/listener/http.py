@@ -280,17 +280,23 @@ class Guarded:
         self.header_bytes = 0
         self.connection.answering = False
 
+    # on_url and on_header, called for every request line and header, are uvicorn's own with the
+    # size rule, not a call to them: that call cost 1.4 µs of a multipart call's 65
+
     def on_url(self, url: bytes) -> None:
         self.header_bytes += len(url)
         if self.header_bytes > self.rules.header_bytes:
             raise _TooLarge()
-        super().on_url(url)  # type: ignore[misc]
+        self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value) + 4
         if self.header_bytes > self.rules.header_bytes:
             raise _TooLarge()
-        super().on_header(name, value)  # type: ignore[misc]
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))  # type: ignore[attr-defined]
 
     def on_headers_complete(self) -> None:
         self.scope["extensions"] = extensions = {EXTENSION: self.connection}  # type: ignore[attr-defined]
