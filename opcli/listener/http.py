@@ -435,7 +435,7 @@ async def answer(
 ) -> None:
     """Send a whole reply, with its Content-Length, as the answer of uvicorn's ``request`` (its cycle's weakref).
 
-    The app finds it as ``scope["extensions"]["opcli.answer"]`` (without ``cycle``) under opcli's
+    The app finds it, ``request`` given, as ``scope["extensions"]["opcli.answer"]`` under opcli's
     httptools protocol. It does what uvicorn's ``send`` does with an ``http.response.start`` and
     then the last ``http.response.body`` -- flow control, no body for HEAD, ``connection:
     close`` when the connection ends after it, the next pipelined request -- in one step: the
