@@ -32,6 +32,8 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header's name (RFC 91
 #: Content-Type and Content-Disposition values repeat from call to call: each is parsed once
 _options = functools.lru_cache(maxsize=1024)(parse_options_header)
 _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")  # fullmatch
+# bytes looked for as numbers: ``b"%" in data`` first tries b"%" as a number, and that failing cost more than the search
+_PERCENT, _PLUS = ord("%"), ord("+")
 
 
 class Rejected(Exception):
@@ -286,7 +288,8 @@ class _Multipart:
             data = chunk
         done = self._parse(data)
         if data is chunk:
-            self.buffer += memoryview(chunk)[done:]
+            if done < len(chunk):  # (most often all of it is done: nothing to keep)
+                self.buffer += memoryview(chunk)[done:]
         elif done:  # what was parsed leaves the buffer once per chunk: copying stays linear
             del self.buffer[:done]
         self.at += done
@@ -492,7 +495,7 @@ async def _read_urlencoded(stream: Chunks, limit: int, field_limit: int, body: B
     pairs = whole.split(b"&")
     if len(pairs) - pairs.count(b"") > MAX_PARTS:
         raise Rejected(413, f"more than {MAX_PARTS} fields in the body")
-    encoded = b"%" in whole or b"+" in whole  # most bodies need no decoding at all
+    encoded = _PERCENT in whole or _PLUS in whole  # most bodies need no decoding at all
     fields = body.fields
     at = 0  # the stream offset of ``pair``
     for pair in pairs:
@@ -517,7 +520,7 @@ async def _read_urlencoded(stream: Chunks, limit: int, field_limit: int, body: B
 
 def _unquoted(raw: bytes) -> bytes:
     """A urlencoded name or value as bytes (``+`` a space, ``%XX`` a byte)."""
-    if b"%" in raw or b"+" in raw:
+    if _PERCENT in raw or _PLUS in raw:
         return unquote_to_bytes(raw.replace(b"+", b" "))
     return raw
 

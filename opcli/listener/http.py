@@ -260,7 +260,7 @@ class Guarded:
             # rename the header so that the request is read, and answered, as HTTP/1.1
             end = data.find(b"\r\n\r\n")
             head = data if end < 0 else data[:end]  # (the body is not lowered: a multipart one is most of it)
-            if b"pgrade:" in head.lower():
+            if head.lower().find(b"pgrade:") >= 0:  # (``in`` first tries its bytes as a number: 0.1 µs more)
                 data = _UPGRADE.sub(rb"\r\nx-opcli-ignored-\1\2:", head) + data[len(head) :]
         try:
             self.parser.feed_data(data)  # type: ignore[attr-defined]
