@@ -148,7 +148,7 @@ class Listener:
         started = time.perf_counter_ns()
         method = scope["method"]
         kind = self.routes.get(path) if method == "POST" else None
-        call = Call(kind=kind or "unknown", method=method, path=path)
+        call = Call(kind or "unknown", method, path)  # (by position: by keyword cost 0.25 µs more)
         sent = dict(reversed(scope["headers"]))  # the request's headers: the first of each name
         replayed = sent.get(_REPLAY_HEADER)
         if replayed is not None and replayed.isdigit():
