@@ -52,7 +52,7 @@ FILE_FIELD = "attach"
 MAX_ID = 2**63 - 1
 
 #: What ``is_url`` accepts (the contract's URLs): a host's first character is enough (matching all
-#: of it cost 0.1 µs more a URL, four URLs a message); also a JSON Schema ``pattern``.
+#: of it cost 0.1 µs more a URL, two URLs a photo); also a JSON Schema ``pattern``.
 URL_PATTERN = r"^https?://[^\s/]"
 #: The envelope ``status`` values that mean failure.
 FAILED_STATUSES = (0, False, "0")
