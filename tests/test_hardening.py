@@ -481,6 +481,31 @@ def test_a_pipelined_body_still_coming_when_the_answer_before_it_leaves_gets_the
     assert [line["status"] for line in journal] == [200, 200, 200]
 
 
+def test_the_next_requests_headers_begun_with_an_answered_request_get_the_headers_limit(tmp_path, serve):
+    """A request's headers that came, in part, in the same write as the request before it: once that one
+    is answered, they are timed as headers (408, journaled), not as an idle connection closed in silence."""
+    import socket
+
+    limits = "listen:\n  timeouts: {idle: 0.3, headers: 1.5, body: 5}\n"
+    app = create_app(load_config(write_config(tmp_path / "c.yaml", listen=limits), listen=True))
+    journal = lines_of(app)
+    host, port = serve(app).url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        started = time.monotonic()
+        begun = b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\n"  # the next request's first lines, then nothing
+        sock.sendall(form_request(f"token={TOKEN}&user_id=42".encode()) + begun)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+        waited = time.monotonic() - started
+    first, _, second = response.partition(b"HTTP/1.1 408 ")
+    assert first.startswith(b"HTTP/1.1 200 OK") and second, response
+    assert b"headers did not come within 1.5 s" in second and b"connection: close" in second, response
+    assert waited >= 1.0  # (the headers limit, not the idle one)
+    assert [line["status"] for line in journal] == [200, 408]
+    assert journal[1]["method"] == "POST" and journal[1]["path"] == "/hooks/user-info"
+
+
 def test_a_kept_alive_connection_lasts_the_idle_limit_not_uvicorns_five_seconds(tmp_path, serve):
     """listen.timeouts.idle decides when an idle connection closes, also after an answer."""
     import socket

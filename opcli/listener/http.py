@@ -216,6 +216,7 @@ class Guarded:
         self.rules: Rules = getattr(app, "connection_rules", None) or Rules()
         self.on_bad_request = getattr(app, "bad_request", None)
         self.phase = "idle"
+        self.in_head = False  # a request's headers have begun and not ended (a pipelined one's too)
         self.header_bytes = 0
         self.deadline: float | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -277,6 +278,7 @@ class Guarded:
 
     def on_message_begin(self) -> None:
         super().on_message_begin()  # type: ignore[misc]
+        self.in_head = True
         self.header_bytes = 0
         self.connection.answering = False
 
@@ -305,6 +307,7 @@ class Guarded:
         if cycle is not None and cycle.scope is self.scope:  # this request's (its app starts at the next turn)
             # (weakly: the scope is the cycle's, and a cycle of references would wait for the GC)
             extensions[ANSWER] = functools.partial(answer, weakref.ref(cycle))
+        self.in_head = False
         self.phase = "body"
         self.arm(self.rules.body)
 
@@ -357,8 +360,17 @@ class Guarded:
         return True
 
     def went_idle(self) -> None:
-        self.phase = "idle"
-        self.arm(self.rules.idle)
+        """The request under way was answered: the connection waits for the next one.
+
+        When the next one's headers have begun already (in the same write as the last of this one,
+        say), it is in their phase instead: they are given ``headers`` to end, and get the 408.
+        """
+        if self.in_head:
+            self.phase = "headers"
+            self.arm(self.rules.headers)
+        else:
+            self.phase = "idle"
+            self.arm(self.rules.idle)
 
     def shutdown(self) -> None:
         """The server stops: an upload under way is answered 503 at once instead of waited for."""
