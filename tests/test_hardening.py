@@ -481,9 +481,11 @@ def test_a_pipelined_body_still_coming_when_the_answer_before_it_leaves_gets_the
     assert [line["status"] for line in journal] == [200, 200, 200]
 
 
-def test_the_next_requests_headers_begun_with_an_answered_request_get_the_headers_limit(tmp_path, serve):
+@pytest.mark.parametrize("half_close", [False, True])
+def test_the_next_requests_headers_begun_with_an_answered_request_get_the_headers_limit(tmp_path, serve, half_close):
     """A request's headers that came, in part, in the same write as the request before it: once that one
-    is answered, they are timed as headers (408, journaled), not as an idle connection closed in silence."""
+    is answered, they are timed as headers (408, journaled), not as an idle connection closed in silence;
+    a client that half-closes there gets the 400 of headers cut short."""
     import socket
 
     limits = "listen:\n  timeouts: {idle: 0.3, headers: 1.5, body: 5}\n"
@@ -494,15 +496,22 @@ def test_the_next_requests_headers_begun_with_an_answered_request_get_the_header
         started = time.monotonic()
         begun = b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\n"  # the next request's first lines, then nothing
         sock.sendall(form_request(f"token={TOKEN}&user_id=42".encode()) + begun)
+        if half_close:
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+            sock.shutdown(socket.SHUT_WR)
         response = b""
         while chunk := sock.recv(65536):
             response += chunk
         waited = time.monotonic() - started
-    first, _, second = response.partition(b"HTTP/1.1 408 ")
-    assert first.startswith(b"HTTP/1.1 200 OK") and second, response
-    assert b"headers did not come within 1.5 s" in second and b"connection: close" in second, response
-    assert waited >= 1.0  # (the headers limit, not the idle one)
-    assert [line["status"] for line in journal] == [200, 408]
+    if half_close:
+        assert response.startswith(b"HTTP/1.1 400 ") and b"ended before its headers did" in response, response
+        assert [line["status"] for line in journal] == [200, 400]
+    else:
+        first, _, second = response.partition(b"HTTP/1.1 408 ")
+        assert first.startswith(b"HTTP/1.1 200 OK") and second, response
+        assert b"headers did not come within 1.5 s" in second and b"connection: close" in second, response
+        assert waited >= 1.0  # (the headers limit, not the idle one)
+        assert [line["status"] for line in journal] == [200, 408]
     assert journal[1]["method"] == "POST" and journal[1]["path"] == "/hooks/user-info"
 
 
