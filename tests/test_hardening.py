@@ -515,6 +515,31 @@ def test_the_next_requests_headers_begun_with_an_answered_request_get_the_header
     assert journal[1]["method"] == "POST" and journal[1]["path"] == "/hooks/user-info"
 
 
+def test_the_next_requests_headers_begun_with_the_body_of_a_request_answered_early_get_the_headers_limit(
+    tmp_path, serve
+):
+    """A 415 answered before its body came; the body then comes with the next request's first lines: 408 for it."""
+    import socket
+
+    limits = "listen:\n  timeouts: {idle: 0.3, headers: 1.5, body: 5}\n"
+    app = create_app(load_config(write_config(tmp_path / "c.yaml", listen=limits), listen=True))
+    journal = lines_of(app)
+    host, port = serve(app).url.rsplit("/", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /hooks/user-info HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 10\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 415 ")
+        sock.sendall(b"0123456789" + b"POST /hooks/user-media HTTP/1.1\r\nHost: x\r\n")
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    assert response.startswith(b"HTTP/1.1 408 ") and b"headers did not come within 1.5 s" in response, response
+    assert [line["status"] for line in journal] == [415, 408]
+    assert journal[1]["path"] == "/hooks/user-media"
+
+
 def test_a_kept_alive_connection_lasts_the_idle_limit_not_uvicorns_five_seconds(tmp_path, serve):
     """listen.timeouts.idle decides when an idle connection closes, also after an answer."""
     import socket

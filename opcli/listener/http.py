@@ -281,6 +281,9 @@ class Guarded:
         self.in_head = True
         self.header_bytes = 0
         self.connection.answering = False
+        if self.phase == "idle":  # (begun in the chunk that ended a request answered early: see went_idle)
+            self.phase = "headers"
+            self.arm(self.rules.headers)
 
     # on_url and on_header, called for every request line and header, are uvicorn's own with the
     # size rule, not a call to them: that call cost 1.4 µs of a multipart call's 65
