@@ -9,9 +9,9 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 from urllib.parse import quote, quote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
@@ -56,6 +56,31 @@ MAX_ID = 2**63 - 1
 URL_PATTERN = r"^https?://[^\s/]"
 #: The envelope ``status`` values that mean failure.
 FAILED_STATUSES = (0, False, "0")
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class Memo(dict[_K, _V]):
+    """``fn``'s result for each argument, ``memo[arg]``, for the few values that come with every call.
+
+    A dict's lookup: on CPython 3.11 a hit costs half of ``functools.lru_cache``'s call and
+    bookkeeping, and the listener makes about twenty a call. Past ``maxsize`` results it starts
+    over, so that a client's endless new values cannot grow it; an exception is not kept.
+    """
+
+    def __init__(self, fn: Callable[[_K], _V], maxsize: int) -> None:
+        super().__init__()
+        self.fn = fn
+        self.maxsize = maxsize
+
+    def __missing__(self, key: _K) -> _V:
+        value = self.fn(key)
+        if len(self) >= self.maxsize:
+            self.clear()
+        self[key] = value
+        return value
+
 
 _BRACKET = re.compile(r"attaches\[([0-9]+)\]\[(file_url|big)\]")  # fullmatch: ASCII digits, no newline after
 _URL = re.compile(URL_PATTERN)
@@ -216,10 +241,12 @@ def hide_secrets_in(value: Any, secrets: Iterable[str | None]) -> Any:
     return value
 
 
-@functools.lru_cache(maxsize=64)
 def secret_needles(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
-    """The bytes each secret's whole forms take in UTF-8 text or JSON (``secret_forms``)."""
+    """The bytes each secret's whole forms take in UTF-8 text or JSON (``secret_forms``); see ``_NEEDLES``."""
     return tuple({form.encode() for secret in secrets if secret for form in secret_forms(secret)})
+
+
+_NEEDLES = Memo(secret_needles, 64)
 
 
 _PERCENT, _BACKSLASH = ord("%"), ord("\\")  # (as numbers: see holds_secret)
@@ -235,7 +262,7 @@ def holds_secret(data: bytes | bytearray, secrets: tuple[str, ...]) -> bool:
     numbers, because ``bytes in data`` first tries the bytes as a number, and that failing costs
     more than the search -- 1.1 µs against 0.6 for a journal line.)
     """
-    for needle in secret_needles(secrets):
+    for needle in _NEEDLES[secrets]:
         if data.find(needle) >= 0:
             return True
     return (_PERCENT in data or _BACKSLASH in data) and any(secret_bytes_pattern(s).search(data) for s in secrets if s)
@@ -295,14 +322,17 @@ def encode_attaches(photos: Iterable[Photo | dict[str, Any]], encoding: str = "b
     return fields
 
 
-@functools.lru_cache(maxsize=256)
 def _photo_field(name: str) -> tuple[int, str] | None:
-    """``attaches[N][key]`` as ``(N, key)``, else None; cached: the same few names come with every call.
+    """``attaches[N][key]`` as ``(N, key)``, else None.
 
-    (Only short names are looked up through the cache: a client's long ones are not kept.)
+    Looked up in ``_PHOTO_FIELDS``: the same few names come with every call. (Only short names
+    are: a client's long ones are not kept.)
     """
     m = _BRACKET.fullmatch(name)
     return (int(m.group(1)), m.group(2)) if m else None
+
+
+_PHOTO_FIELDS = Memo(_photo_field, 256)
 
 
 def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tuple[str, str]], str | None]:
@@ -321,7 +351,7 @@ def decode_attaches(fields: list[tuple[str, str]]) -> tuple[list[dict], list[tup
         if name[:8] != "attaches":  # (a slice, not startswith(): 3.11 parses a str method's arguments slowly)
             rest.append((name, value))
             continue
-        photo_field = _photo_field(name) if len(name) <= 64 else _photo_field.__wrapped__(name)
+        photo_field = _PHOTO_FIELDS[name] if len(name) <= 64 else _photo_field(name)
         if photo_field is not None:
             index, key = photo_field
             photos.setdefault(index, {})[key] = value

@@ -1,7 +1,7 @@
 """The listener's multipart parser (``opcli.listener.forms``) reads what python_multipart reads.
 
-The listener parses multipart bodies itself (with ``bytes.find``; python_multipart's byte loop
-was a quarter of its time). Here both parse the same bodies -- valid ones cut into chunks
+The listener parses multipart bodies itself (with ``bytes.split`` and ``bytes.find``;
+python_multipart's byte loop was a quarter of its time). Here both parse the same bodies -- valid ones cut into chunks
 anywhere, byte by byte too, and valid ones with a few bytes changed -- and must agree on the
 fields and files, or both refuse the body.
 """
@@ -15,7 +15,7 @@ import random
 import pytest
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-from opcli.listener.forms import MAX_HEADER_LINE, MAX_PART_HEADERS, Body, Rejected, _Multipart
+from opcli.listener.forms import MAX_HEADER_LINE, MAX_PART_HEADERS, Body, Rejected, _Multipart, read_form
 
 PIECES = [
     b"a",
@@ -166,6 +166,33 @@ def test_padding_of_1_kib_or_more_after_a_boundary_is_refused_however_the_body_i
     between = longest.index(b" \r\n") + 2
     for cuts in ([], [between], list(range(1, len(longest)))):
         assert ours(longest, b"XyZ", cuts) == ([("a", "1"), ("b", "2")], [])
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        # a header line that starts with the boundary's bytes: no delimiter, none in the headers is
+        (b'Content-Disposition: form-data; name="a"\r\n--XyZx: y\r\n\r\nv', [("a", "v")]),
+        # the blank line's CRLF is not a delimiter's: the value starts with the boundary's bytes
+        (b'Content-Disposition: form-data; name="a"\r\n\r\n--XyZ\r\nv', [("a", "--XyZ\r\nv")]),
+        (
+            b'Content-Disposition: form-data; name="a"\r\n\r\n\r\n--XyZ\r\n--XyZx: y\r\n'
+            b'Content-Disposition: form-data; name="b"\r\n\r\n\r\n--XyZx',
+            [("a", ""), ("b", "\r\n--XyZx")],
+        ),
+    ],
+)
+def test_the_boundary_s_bytes_where_no_delimiter_may_start_are_read_as_they_are(body, fields):
+    body = b"--XyZ\r\n" + body + b"\r\n--XyZ--"
+    for cuts in ([], list(range(1, len(body)))):
+        assert ours(body, b"XyZ", cuts) == (fields, [])
+        assert reference(body, b"XyZ") == (fields, [])
+
+
+def test_a_boundary_with_a_cr_is_refused():
+    with pytest.raises(Rejected, match="multipart boundary with a CR in it") as refused:
+        read_form('multipart/form-data; boundary="a\rb"', "", None, None, 1 << 20, 1 << 20, Body(None))
+    assert refused.value.status == 400
 
 
 def test_the_largest_headers_a_part_may_have_are_read_however_the_body_is_cut():

@@ -403,9 +403,9 @@ def test_a_lines_time_is_utc_to_the_millisecond_and_ms_has_two_decimals():
 
 
 def test_bracket_photos_are_read_whatever_the_index_s_length_in_any_order():
-    from opcli.protocol import _photo_field, decode_attaches
+    from opcli.protocol import _PHOTO_FIELDS, decode_attaches
 
-    _photo_field.cache_clear()
+    _PHOTO_FIELDS.clear()
     long_index = "attaches[" + "0" * 70 + "2][big]"  # a name too long for the parsed-name cache: parsed anyway
     photos, rest, encoding = decode_attaches(
         [("attaches[1][big]", "b"), ("attaches[0][file_url]", "a"), (long_index, "c"), ("attaches[1][big]", "b2")]
@@ -413,7 +413,7 @@ def test_bracket_photos_are_read_whatever_the_index_s_length_in_any_order():
     )
     assert photos == [{"file_url": "a"}, {"big": "b2"}, {"big": "c"}] and rest == [("attachesX", "x")]
     assert encoding == "brackets"
-    assert _photo_field.cache_info().currsize == 3  # the two short photo names and attachesX; not the long one
+    assert len(_PHOTO_FIELDS) == 3  # the two short photo names and attachesX; not the long one
     with pytest.raises(ValueError, match="not a photo field"):
         decode_attaches([("attaches[0][size]", "1")])
     for name in ("attaches[0][big]\n", "attaches[\u0663][big]"):  # a newline after; an Arabic-Indic 3 (int() takes it)

@@ -11,7 +11,6 @@ as it came (``--forward``).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import itertools
@@ -41,6 +40,7 @@ from opcli.protocol import (
     KINDS,
     KNOWN_FIELDS,
     REPLAY_HEADER,
+    Memo,
     decode_attaches,
     hide_secrets,
     is_url,
@@ -53,10 +53,12 @@ _TOKEN_LIKE = re.compile(r"[\s\[\]]")
 _REPLAY_HEADER = REPLAY_HEADER.lower().encode()
 
 
-@functools.lru_cache(maxsize=1024)  # the same few names come with every call
 def _token_like(name: str) -> bool:
     """A field named like ``token`` (``Token``, ``token[]``, ``token `` with a space)."""
     return _TOKEN_LIKE.sub("", name).lower() == "token"
+
+
+_TOKEN_LIKE_NAMES = Memo(_token_like, 1024)  # the same few names come with every call
 
 
 @dataclass(frozen=True)
@@ -342,7 +344,7 @@ class Listener:
         for name, value in fields:
             if name == "token":
                 continue
-            if _token_like(name):
+            if _TOKEN_LIKE_NAMES[name]:
                 value = "***"
             if name in shown:
                 if isinstance(shown[name], list):

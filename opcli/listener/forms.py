@@ -10,7 +10,6 @@ Parsing is linear in the body's size, whatever it repeats.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 from collections.abc import Awaitable
@@ -22,7 +21,7 @@ from urllib.parse import quote_plus, unquote_to_bytes
 from python_multipart.multipart import parse_options_header
 
 from opcli.listener.bodies import RawBody, saved_path
-from opcli.protocol import holds_secret, mask_token, may_hold, secret_bytes_pattern, secret_pattern
+from opcli.protocol import Memo, holds_secret, mask_token, may_hold, secret_bytes_pattern, secret_pattern
 
 MAX_PARTS = 1000
 MAX_BOUNDARY = 256  # RFC 2046 allows 70
@@ -30,10 +29,10 @@ MAX_PART_HEADERS = 8
 MAX_HEADER_LINE = 4096 + 128
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header's name (RFC 9110)
 #: Content-Type and Content-Disposition values repeat from call to call: each is parsed once
-_options = functools.lru_cache(maxsize=1024)(parse_options_header)
+_OPTIONS = Memo(parse_options_header, 1024)
 _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")  # fullmatch
 # bytes looked for as numbers: ``b"%" in data`` first tries b"%" as a number, and that failing cost more than the search
-_PERCENT, _PLUS = ord("%"), ord("+")
+_PERCENT, _PLUS, _CR = ord("%"), ord("+"), ord("\r")
 
 
 class Rejected(Exception):
@@ -249,7 +248,7 @@ async def _too_large(stream: Chunks, limit: int) -> Rejected:
 
 
 class _Multipart:
-    """A multipart/form-data body parsed as it streams in, with ``bytes.find`` (no loop over bytes).
+    """A multipart/form-data body parsed as it streams in, with ``bytes.split`` and ``find`` (no loop over bytes).
 
     As strict as RFC 7578 asks: the body opens with its boundary (blank lines before it aside),
     each part has at most ``MAX_PART_HEADERS`` header lines of ``Name: value``, a delimiter is
@@ -259,7 +258,7 @@ class _Multipart:
     """
 
     def __init__(self, boundary: bytes, field_limit: int, body: Body) -> None:
-        self.opening = b"--" + boundary
+        self.opening = b"--" + boundary + b"\r\n"  # the body's first line
         self.delimiter = b"\r\n--" + boundary
         self.field_limit = field_limit
         self.body = body
@@ -297,9 +296,11 @@ class _Multipart:
     def _parse(self, data: bytes | bytearray) -> int:
         """Parse as far as ``data`` (the stream from offset ``at``) allows; returns how many of its bytes are done.
 
-        A turn of the loop reads a part's headers, when they are due, then its data. The parser's
-        state is in locals until it returns (a refused body leaves it unusable): a text field, most
-        of every call, costs no method call but the cached header's unless the raw body is kept.
+        What is here is split at every delimiter, in one C call: most often a part, from the CRLF
+        that ended its delimiter to the next delimiter, is one piece, read with one ``partition``
+        (headers, blank line, value). A turn of the loop reads a part's headers, when they are due,
+        then its data. The parser's state is in locals until it returns (a refused body leaves it
+        unusable): a text field, most of every call, costs no Python call unless the raw body is kept.
         """
         pos = self._opening(data) if self.state == "start" else 0
         state = self.state
@@ -307,40 +308,51 @@ class _Multipart:
             return self._epilogue(data, pos)
         if state == "start":  # the opening is not all here yet
             return pos
+        if not pos and state == "headers":  # (headers begun in an earlier chunk: kept with the CRLF before them)
+            pos = 2
         delimiter, length, fields, raw = self.delimiter, len(self.delimiter), self.body.fields, self.raw
         field_limit, name, parts = self.field_limit, self.name, self.parts
         array = data.__class__ is not bytes  # (a header block is a cache key: from a bytearray, it is copied)
-        if state == "data":
-            found = data.find(delimiter, max(0, self.search_at - self.at))  # (where the last look stopped)
+        # where the last look stopped (what came before it holds no delimiter still to judge), or the
+        # CRLF before a part's headers; a delimiter cannot overlap another (a boundary has no CR)
+        resume = self.search_at - self.at
+        start = max(pos - 2 if state == "headers" else pos, resume)
+        pieces = data[start:].split(delimiter)
+        i, last = 0, len(pieces) - 1  # pieces[i] starts at data[start]; a delimiter follows each but the last
+        value: bytes | bytearray | None = None  # the part's value, when its piece held it whole
         while True:
             if state == "headers":
                 # the blank line that ends them, looked for from the CRLF that ended the delimiter (at
-                # pos - 2; at -2 when it came in the last chunk): a part without headers has it there
-                if pos:
-                    blank = data.find(b"\r\n\r\n", pos - 2)
-                elif data[:2] == b"\r\n":
-                    blank = -2
-                else:  # (the headers began in an earlier chunk: from where the last look stopped)
-                    blank = data.find(b"\r\n\r\n", max(0, self.search_at - self.at))
-                if blank == -1:  # (the largest headers there may be, with the first 3 bytes of the blank line)
-                    if len(data) - pos > MAX_PART_HEADERS * (MAX_HEADER_LINE + 2) + 1:
-                        raise _malformed("a part's headers are too large")
-                    self.state, self.parts, self.search_at = state, parts, self.at + max(pos, len(data) - 3)
-                    return pos
+                # pos - 2): a part without headers has it there
+                head, blank_line, value = (pieces[i] if start == pos - 2 else b"").partition(b"\r\n\r\n")
+                if blank_line:
+                    blank, block = start + len(head), head
+                else:  # not in the part's piece: still to come, after padding, or past boundary bytes in headers
+                    value = None
+                    blank = data.find(b"\r\n\r\n", max(pos - 2, resume))
+                    if blank == -1:  # (the largest headers there may be, with the first 3 bytes of the blank line)
+                        if len(data) - pos > MAX_PART_HEADERS * (MAX_HEADER_LINE + 2) + 1:
+                            raise _malformed("a part's headers are too large")
+                        self.state, self.parts, self.search_at = state, parts, self.at + max(pos - 2, len(data) - 3)
+                        return pos - 2
+                    block = data[pos - 2 : blank]
+                    while i < last and start + len(pieces[i]) < blank + 4:  # (those in the headers are not delimiters)
+                        start += len(pieces[i]) + length
+                        i += 1
                 parts += 1
                 if parts > MAX_PARTS:
                     raise Rejected(413, f"more than {MAX_PARTS} parts in the body")
-                block = data[pos:blank] if blank > pos else b""
                 if array:
                     block = bytes(block)
-                name, filename = _part_header(block)
+                name, filename = _PART_HEADERS[block]
                 pos = blank + 4
                 state = "data"
                 if filename is not None or raw is not None:
                     self._headers(name, filename, block, self.at + pos)
-                found = data.find(delimiter, pos)
             # the data runs to a delimiter followed by CRLF or "--" (or by transport padding, then CRLF)
-            while found >= 0:
+            found = -1
+            while i < last:
+                found = start + len(pieces[i])
                 after = found + length
                 follows = data[after : after + 2]
                 if follows == b"\r\n" or follows == b"--":
@@ -353,21 +365,24 @@ class _Multipart:
                         break
                     if end < 2 or end - 2 - after >= 1024 or data[after : end - 2].strip(b" \t"):
                         raise _malformed("no CRLF after the boundary's padding")  # (within 1 KiB, however cut)
-                else:
-                    found = data.find(delimiter, found + 1)  # the boundary's bytes inside the data
+                else:  # the boundary's bytes inside the data
+                    i, start, value, found = i + 1, after, None, -1
                     continue
+                i, start = i + 1, after
                 if self.upload is not None:
                     self._end_upload(data[pos:found])
-                elif found - pos > field_limit:
-                    raise _field_too_large(name, field_limit)
                 else:
+                    if value is None:
+                        value = data[pos:found]
+                    if len(value) > field_limit:
+                        raise _field_too_large(name, field_limit)
                     try:
-                        value = data[pos:found].decode("utf-8")
+                        text = value.decode()  # (UTF-8, strict: without arguments, the quicker call)
                     except UnicodeDecodeError:
-                        value = _decode(data[pos:found], field=name)  # (raises Rejected, naming the field)
-                    fields.append((name, value))
+                        text = _decode(value, field=name)  # (raises Rejected, naming the field)
+                    fields.append((name, text))
                     if raw is not None:
-                        self.body.hide(value, data[pos:found], self.value_at, name=name)
+                        self.body.hide(text, value, self.value_at, name=name)
                         raw.release()
                 pos = end
                 if follows == b"--":  # the closing delimiter
@@ -390,18 +405,21 @@ class _Multipart:
     def _opening(self, data: bytes | bytearray) -> int:
         """Where the first part's headers start, once the body's opening boundary is all here."""
         pos = 0
-        if data.startswith((b"\r", b"\n")):  # blank lines before the first boundary (stripped, the body is copied)
+        if data[:1] in (b"\r", b"\n"):  # blank lines before the first boundary (stripped, the body is copied)
             pos = len(data) - len(data.lstrip(b"\r\n"))
-        opening = data[pos : pos + len(self.opening) + 2]
-        if not (self.opening + b"\r\n").startswith(opening) and not (self.opening + b"--").startswith(opening):
+        opening = self.opening
+        line = data[pos : pos + len(opening)]
+        if line == opening:
+            self.state = "headers"
+            if self.raw is not None:  # (as after each delimiter: see _parse)
+                self.raw.hold(self.at + pos + len(line))
+        elif line == opening[:-2] + b"--":  # (the body's only delimiter is its closing one)
+            self.state = "end"
+        elif len(line) < len(opening) and (opening.startswith(line) or (opening[:-2] + b"--").startswith(line)):
+            return pos  # (the rest of it is still to come)
+        else:
             raise _malformed("the body does not start with its boundary")
-        if len(opening) < len(self.opening) + 2:
-            return pos
-        pos += len(opening)
-        self.state = "end" if opening.endswith(b"--") else "headers"
-        if self.state == "headers" and self.raw is not None:  # (as after each delimiter: see _parse)
-            self.raw.hold(self.at + pos)
-        return pos
+        return pos + len(line)
 
     def _epilogue(self, data: bytes | bytearray, pos: int) -> int:
         """What follows the closing delimiter (from ``pos``) is ignored, but a kept raw body holds it
@@ -441,14 +459,14 @@ class _Multipart:
         self.upload = None
 
 
-@functools.lru_cache(maxsize=1024)
 def _part_header(block: bytes) -> tuple[str, str | None]:
     """A part's name, and its filename (None for a text field), from its header block; Rejected if malformed.
 
-    Cached: the same few blocks come with every call.
+    The block runs from the CRLF that ended the part's delimiter to the blank line (empty when the
+    part has no headers). Looked up in ``_PART_HEADERS``: the same few blocks come with every call.
     """
     disposition = b""
-    lines = block.split(b"\r\n") if block else []
+    lines = block.split(b"\r\n")[1:]
     if len(lines) > MAX_PART_HEADERS:
         raise _malformed(f"a part has more than {MAX_PART_HEADERS} headers")
     for line in lines:
@@ -459,11 +477,14 @@ def _part_header(block: bytes) -> tuple[str, str | None]:
             raise _malformed("a part's header is not a line of 'Name: value'")
         if name.lower() == b"content-disposition":
             disposition = value.lstrip(b" ")
-    kind, params = _options(disposition)
+    kind, params = _OPTIONS[disposition]
     if kind != b"form-data" or b"name" not in params:
         raise Rejected(400, "a multipart part has no Content-Disposition: form-data; name=...")
     filename = params.get(b"filename")
     return _decode(params[b"name"], "a part's name"), None if filename is None else filename.decode("utf-8", "replace")
+
+
+_PART_HEADERS = Memo(_part_header, 1024)
 
 
 def _malformed(why: str) -> Rejected:
@@ -541,7 +562,7 @@ def media_type(content_type: str) -> str | None:
     """A content type without its parameters, or None: a form's in lower case (``multipart/form-data``),
     any other as the client spelled it (the journal masks a token there; lowered, it would not know it).
     """
-    kind = _options(content_type)[0].decode("latin-1")
+    kind = _OPTIONS[content_type][0].decode("latin-1")
     if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         return kind
     return content_type.split(";", 1)[0].strip() or None
@@ -557,7 +578,7 @@ def read_form(
     each text field (files stream; text is held whole). (The headers are checked now; the reader
     is returned, not awaited here: a coroutine less for every call.)
     """
-    ctype, params = _options(content_type)
+    ctype, params = _OPTIONS[content_type]
     if length.isdigit() and int(length) > limit:
         raise Rejected(413, f"body of {length} bytes is larger than {limit} (listen.max_body_bytes)")
     if ctype == b"multipart/form-data":
@@ -566,6 +587,8 @@ def read_form(
             raise Rejected(400, "multipart/form-data without a boundary")
         if len(boundary) > MAX_BOUNDARY:
             raise Rejected(400, f"multipart boundary longer than {MAX_BOUNDARY} bytes")
+        if _CR in boundary:  # (RFC 2046 allows none; the parser counts on delimiters never overlapping)
+            raise Rejected(400, "multipart boundary with a CR in it")
         return _read_multipart(Chunks(receive, connection), boundary, limit, field_limit, body)
     if ctype == b"application/x-www-form-urlencoded":
         return _read_urlencoded(Chunks(receive, connection), limit, field_limit, body)
