@@ -8,14 +8,17 @@ fields and files, or both refuse the body.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import random
+from pathlib import Path
 
 import pytest
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from opcli.listener.forms import MAX_HEADER_LINE, MAX_PART_HEADERS, Body, Rejected, _Multipart, read_form
+from opcli.protocol import mask_token
 
 PIECES = [
     b"a",
@@ -187,6 +190,29 @@ def test_the_boundary_s_bytes_where_no_delimiter_may_start_are_read_as_they_are(
     for cuts in ([], list(range(1, len(body)))):
         assert ours(body, b"XyZ", cuts) == (fields, [])
         assert reference(body, b"XyZ") == (fields, [])
+
+
+def test_a_secret_that_takes_a_part_s_whole_header_block_leaves_the_rest_of_the_raw_body_whole():
+    """Found in the block's text (decoded with U+FFFD) but not in its bytes, a secret takes the whole
+    block out of the raw body: the block alone, however the body is cut."""
+    secret = "x\ufffdxxxxxx"
+    body = b'--b\r\nX: x\xffxxxxxx\r\nContent-Disposition: form-data; name="a"\r\n\r\nv\r\n--b--'
+    for cuts in ([], [5], [3, 6], list(range(1, len(body)))):
+        chunks = [body[start:end] for start, end in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+        parsed = Body(None, keep_raw=True, secrets=(secret,))
+
+        async def receive(chunks=chunks):
+            chunk = chunks.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+        asyncio.run(read_form("multipart/form-data; boundary=b", "", receive, None, 1 << 20, 1 << 20, parsed))
+        assert parsed.fields == [("a", "v")]
+        assert parsed.raw is not None
+        source = parsed.raw.source
+        assert not isinstance(source, Path)
+        source.seek(0)
+        assert source.read() == b"--b\r\n" + mask_token(secret).encode() + b"\r\n\r\nv\r\n--b--", cuts
+        parsed.close_raw("multipart/form-data")
 
 
 def test_a_boundary_with_a_cr_is_refused():

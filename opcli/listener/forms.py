@@ -28,8 +28,9 @@ MAX_BOUNDARY = 256  # RFC 2046 allows 70
 MAX_PART_HEADERS = 8
 MAX_HEADER_LINE = 4096 + 128
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header's name (RFC 9110)
-#: Content-Type and Content-Disposition values repeat from call to call: each is parsed once
+#: Content-Type (str) and Content-Disposition (bytes) values repeat from call to call: each is parsed once
 _OPTIONS = Memo(parse_options_header, 1024)
+_DISPOSITIONS = Memo(parse_options_header, 1024)  # (apart: a str key and a bytes key compared warn under -b)
 _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")  # fullmatch
 # bytes looked for as numbers: ``b"%" in data`` first tries b"%" as a number, and that failing cost more than the search
 _PERCENT, _PLUS, _CR = ord("%"), ord("+"), ord("\r")
@@ -441,7 +442,8 @@ class _Multipart:
     def _headers(self, name: str, filename: str | None, block: bytes, data_at: int) -> None:
         """A part's headers were read: a file's upload begins; the raw body learns what to hide."""
         if block and self.raw is not None:  # a name or filename quoting a secret (held until now)
-            self.body.hide(block.decode("utf-8", "replace"), block, data_at - 4 - len(block))
+            lines = block[2:]  # (the CRLF before them ended the delimiter: it was not held)
+            self.body.hide(lines.decode("utf-8", "replace"), lines, data_at - 4 - len(lines))
         if filename is not None:
             self.upload = self.body.new_upload(name, filename)
             if self.raw is not None:
@@ -477,7 +479,7 @@ def _part_header(block: bytes) -> tuple[str, str | None]:
             raise _malformed("a part's header is not a line of 'Name: value'")
         if name.lower() == b"content-disposition":
             disposition = value.lstrip(b" ")
-    kind, params = _OPTIONS[disposition]
+    kind, params = _DISPOSITIONS[disposition]
     if kind != b"form-data" or b"name" not in params:
         raise Rejected(400, "a multipart part has no Content-Disposition: form-data; name=...")
     filename = params.get(b"filename")
