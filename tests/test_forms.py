@@ -1,9 +1,9 @@
 """The listener's multipart parser (``opcli.listener.forms``) reads what python_multipart reads.
 
 The listener parses multipart bodies itself (with ``bytes.split`` and ``bytes.find``;
-python_multipart's byte loop was a quarter of its time). Here both parse the same bodies -- valid ones cut into chunks
-anywhere, byte by byte too, and valid ones with a few bytes changed -- and must agree on the
-fields and files, or both refuse the body.
+python_multipart's byte loop was a quarter of its time). Here both parse the same bodies --
+valid ones cut into chunks anywhere, byte by byte too, and valid ones with a few bytes changed
+-- and must agree on the fields and files, or both refuse the body.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def test_padding_of_1_kib_or_more_after_a_boundary_is_refused_however_the_body_i
 @pytest.mark.parametrize(
     ("body", "fields"),
     [
-        # a header line that starts with the boundary's bytes: no delimiter, none in the headers is
+        # a header line that starts with the boundary's bytes: in the headers, that is no delimiter
         (b'Content-Disposition: form-data; name="a"\r\n--XyZx: y\r\n\r\nv', [("a", "v")]),
         # the blank line's CRLF is not a delimiter's: the value starts with the boundary's bytes
         (b'Content-Disposition: form-data; name="a"\r\n\r\n--XyZ\r\nv', [("a", "--XyZ\r\nv")]),
